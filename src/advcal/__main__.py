@@ -1,0 +1,5 @@
+"""``python -m advcal`` runs the command line (also under ``torchrun``)."""
+
+from advcal.cli import main
+
+main()

@@ -1,0 +1,32 @@
+"""Calibration metrics as streaming, mergeable statistics, with functional views.
+
+>>> from advcal.metrics import calibration_report
+>>> report = calibration_report(logits, labels, n_bins=15)   # doctest: +SKIP
+>>> report["ece"], report["ace"], report["sce"], report["brier"], report["nll"]  # doctest: +SKIP
+"""
+
+from advcal.metrics.functional import (
+    ace,
+    brier,
+    calibration_report,
+    ece,
+    mce,
+    nll,
+    sce,
+    smooth_ece,
+)
+from advcal.metrics.report import CalibrationReport
+from advcal.metrics.stats import CalibrationStats
+
+__all__ = [
+    "CalibrationReport",
+    "CalibrationStats",
+    "ace",
+    "brier",
+    "calibration_report",
+    "ece",
+    "mce",
+    "nll",
+    "sce",
+    "smooth_ece",
+]

@@ -1,0 +1,316 @@
+"""The calibration report: every metric computed from :class:`CalibrationStats` records.
+
+Each scalar carries a fully qualified name (binning scheme, bin count, norm, top-label or
+class-wise), because "ACE" or "ECE" mean different things in different libraries. The point
+estimate and every bootstrap replicate go through the same code, the point estimate with
+weight 1 per sample.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from advcal.metrics import bootstrap as boot
+from advcal.metrics.binning import (
+    bin_edges,
+    equal_mass_bin_sums,
+    equal_width_bin_index,
+    rank_order,
+)
+from advcal.metrics.smooth import smooth_ece
+
+
+def metric_catalogue(n_bins: int) -> dict[str, tuple[str, str]]:
+    """Short key -> (fully qualified id, plain description) of every scalar metric."""
+    return {
+        "accuracy": ("accuracy.top1", "top-1 accuracy"),
+        "confidence_mean": ("confidence.top_label.mean", "mean top-label confidence"),
+        "confidence_gap": (
+            "confidence.top_label.mean_minus_accuracy",
+            "mean confidence minus accuracy (> 0: over-confident)",
+        ),
+        "ece": (
+            f"ece.top_label.equal_width_{n_bins}.l1",
+            f"top-label ECE, L1, {n_bins} equal-width bins",
+        ),
+        "ace": (
+            f"ece.top_label.equal_mass_{n_bins}.l1",
+            f"ACE: top-label ECE, L1, {n_bins} equal-mass bins",
+        ),
+        "sce": (
+            f"ece.classwise.equal_width_{n_bins}.l1.mean_over_classes",
+            f"SCE: class-wise ECE, L1, {n_bins} equal-width bins, mean over classes",
+        ),
+        "mce": (
+            f"ece.top_label.equal_width_{n_bins}.max",
+            f"top-label MCE (max bin gap), {n_bins} equal-width bins",
+        ),
+        "ece_l2": (
+            f"ece.top_label.equal_width_{n_bins}.l2",
+            f"top-label ECE, L2, {n_bins} equal-width bins",
+        ),
+        "smooth_ece": (
+            "ece.top_label.smooth.reflected_gaussian.fixed_point",
+            "smooth ECE (Blasiok & Nakkiran 2023), bandwidth at its fixed point",
+        ),
+        "brier": (
+            "brier.multiclass.sum_over_classes",
+            "Brier score: squared error summed over classes, mean over samples (0 to 2)",
+        ),
+        "nll": ("nll.nats", "negative log-likelihood of the true class, nats"),
+        "confidence_std": ("confidence.top_label.std", "spread (std) of top-label confidence"),
+        "reliability_slope": (
+            f"reliability.slope.wls.equal_width_{n_bins}",
+            f"slope of accuracy on confidence, weighted least squares over {n_bins} bins",
+        ),
+    }
+
+
+@dataclass
+class CalibrationReport(Mapping[str, float]):
+    """Calibration metrics of one set of predictions.
+
+    Behaves as a read-only mapping from short keys (``"ece"``, ``"ace"``, ``"sce"``,
+    ``"mce"``, ``"brier"``, ``"nll"``, ``"accuracy"``, ...) to floats. ``ids`` and
+    ``descriptions`` give each key's fully qualified name; ``intervals`` the bootstrap
+    percentile intervals; ``reliability``, ``histogram`` and ``per_class`` the arrays.
+    """
+
+    scalars: dict[str, float]
+    ids: dict[str, str]
+    descriptions: dict[str, str]
+    intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
+    reliability: dict[str, list] = field(default_factory=dict)
+    histogram: dict[str, list] = field(default_factory=dict)
+    per_class: dict[str, list] = field(default_factory=dict)
+    settings: dict[str, object] = field(default_factory=dict)
+
+    def __getitem__(self, key: str) -> float:
+        return self.scalars[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.scalars)
+
+    def __len__(self) -> int:
+        return len(self.scalars)
+
+    def to_dict(self) -> dict[str, object]:
+        """A JSON-ready dict: metrics under their fully qualified ids; NaN becomes None."""
+        metrics = {}
+        for key, value in self.scalars.items():
+            entry: dict[str, object] = {
+                "key": key,
+                "description": self.descriptions[key],
+                "value": _finite_or_none(value),
+            }
+            if key in self.intervals:
+                entry["ci"] = [_finite_or_none(v) for v in self.intervals[key]]
+            metrics[self.ids[key]] = entry
+        return {
+            "settings": self.settings,
+            "metrics": metrics,
+            "reliability": _json_lists(self.reliability),
+            "histogram": _json_lists(self.histogram),
+            "per_class": _json_lists(self.per_class),
+        }
+
+
+def _finite_or_none(value: float) -> float | None:
+    return float(value) if math.isfinite(value) else None
+
+
+def _json_lists(table: dict[str, list]) -> dict[str, list]:
+    return {
+        name: [v if not isinstance(v, float) or math.isfinite(v) else None for v in column]
+        for name, column in table.items()
+    }
+
+
+# ---------------------------------------------------------------------- binned figures
+def binned_errors(count: np.ndarray, conf_sum: np.ndarray, correct_sum: np.ndarray) -> dict:
+    """ECE (L1, L2), MCE and reliability slope from per-bin sums; any leading dimensions.
+
+    ``count``, ``conf_sum`` and ``correct_sum`` have shape ``(..., n_bins)``.
+    """
+    total = count.sum(-1)
+    filled = count > 0
+    safe = np.where(filled, count, 1)
+    gap = correct_sum - conf_sum
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ece = np.abs(gap).sum(-1) / total
+        ece_l2 = np.sqrt((gap * gap / safe).sum(-1) / total)
+        mce = np.where(filled, np.abs(gap) / safe, -np.inf).max(-1)
+        mce = np.where(np.isfinite(mce), mce, np.nan)
+        x, y = conf_sum / safe, correct_sum / safe
+        x_mean = (count * x).sum(-1, keepdims=True) / total[..., None]
+        y_mean = (count * y).sum(-1, keepdims=True) / total[..., None]
+        sxx = (count * (x - x_mean) ** 2).sum(-1)
+        sxy = (count * (x - x_mean) * (y - y_mean)).sum(-1)
+        # With a single filled bin (or all confidences equal) the slope is undefined.
+        slope = np.where(sxx > 1e-12 * total, sxy / np.where(sxx > 0, sxx, 1), np.nan)
+    return {"ece": ece, "ece_l2": ece_l2, "mce": mce, "reliability_slope": slope}
+
+
+def _top_cells(weights: torch.Tensor, bins: torch.Tensor, confidence: torch.Tensor,
+               correct: torch.Tensor, n_bins: int) -> tuple[np.ndarray, ...]:
+    lead = (weights.shape[0], n_bins)
+    count = torch.zeros(lead, dtype=torch.float64).index_add_(1, bins, weights)
+    conf_sum = torch.zeros(lead, dtype=torch.float64).index_add_(1, bins, weights * confidence)
+    correct_sum = torch.zeros(lead, dtype=torch.float64).index_add_(1, bins, weights * correct)
+    return count.numpy(), conf_sum.numpy(), correct_sum.numpy()
+
+
+def _scalars(
+    weights: np.ndarray | None,
+    records: dict[str, np.ndarray],
+    bins: np.ndarray,
+    order: np.ndarray,
+    class_cells: dict[str, np.ndarray] | None,
+    n_bins: int,
+    smooth: bool,
+) -> dict[str, np.ndarray]:
+    """Every scalar metric for each row of ``weights`` (``None``: one row of ones)."""
+    confidence, correct = records["confidence"], records["correct"].astype(np.float64)
+    w = np.ones((1, len(confidence))) if weights is None else weights
+    total = w.sum(1)
+    out: dict[str, np.ndarray] = {
+        "accuracy": w @ correct / total,
+        "confidence_mean": w @ confidence / total,
+        "brier": w @ records["brier"] / total,
+        "nll": w @ records["nll"] / total,
+    }
+    centred = confidence[None, :] - out["confidence_mean"][:, None]
+    out["confidence_std"] = np.sqrt((w * centred * centred).sum(1) / total)
+    out["confidence_gap"] = out["confidence_mean"] - out["accuracy"]
+    cells = _top_cells(
+        torch.from_numpy(w), torch.from_numpy(bins), torch.from_numpy(confidence),
+        torch.from_numpy(correct), n_bins,
+    )
+    out.update(binned_errors(*cells))
+    sorted_fields = np.stack([confidence[order], correct[order]])
+    mass = equal_mass_bin_sums(sorted_fields, None if weights is None else w[:, order], n_bins)
+    mass = mass[None] if weights is None else mass
+    out["ace"] = np.abs(mass[:, 1] - mass[:, 0]).sum(-1) / total
+    if class_cells is not None:
+        gap = np.abs(class_cells["class_hits"] - class_cells["class_prob"])
+        out["sce"] = gap.sum((-1, -2)) / (gap.shape[-2] * total)
+    if smooth:
+        out["smooth_ece"] = np.atleast_1d(
+            smooth_ece(confidence, correct, None if weights is None else w)[0]
+        )
+    return out
+
+
+def build_report(
+    records: dict[str, np.ndarray],
+    cells: dict[str, torch.Tensor] | None,
+    replicate_cells: dict[str, torch.Tensor] | None,
+    *,
+    n_bins: int,
+    n_classes: int,
+    bootstrap: int,
+    seed: int,
+    ci: float,
+    smooth: bool,
+    settings: dict[str, object],
+) -> CalibrationReport:
+    """Assemble a :class:`CalibrationReport` from joined per-sample records and cells."""
+    confidence, correct, label = records["confidence"], records["correct"], records["label"]
+    n = len(confidence)
+    bins = equal_width_bin_index(torch.from_numpy(confidence), n_bins).numpy()
+    order = rank_order(confidence, correct)
+    point_cells = None if cells is None else {k: v.numpy().astype(np.float64) for k, v in cells.items()}
+    point = _scalars(None, records, bins, order, point_cells, n_bins, smooth)
+    catalogue = metric_catalogue(n_bins)
+    values = {key: float(point[key][0]) for key in catalogue if key in point}
+
+    intervals: dict[str, tuple[float, float]] = {}
+    if bootstrap:
+        seeds = boot.sample_seeds(seed, records["key"])
+        blocks: list[dict[str, np.ndarray]] = []
+        start = 0
+        for weights in boot.weight_blocks(seeds, bootstrap):
+            stop = start + len(weights)
+            block_cells = None if replicate_cells is None else {
+                k: v[start:stop].numpy() for k, v in replicate_cells.items()
+            }
+            blocks.append(_scalars(weights, records, bins, order, block_cells, n_bins, smooth))
+            start = stop
+        for key in values:
+            replicates = np.concatenate([block[key] for block in blocks])
+            intervals[key] = boot.percentile_interval(replicates, ci)
+
+    count, conf_sum, correct_sum = (
+        np.bincount(bins, weights, n_bins)
+        for weights in (None, confidence, correct.astype(np.float64))
+    )
+    with np.errstate(invalid="ignore", divide="ignore"):
+        reliability = {
+            "lower": bin_edges(n_bins)[:-1].tolist(),
+            "upper": bin_edges(n_bins)[1:].tolist(),
+            "count": count.astype(np.int64).tolist(),
+            "confidence": (conf_sum / count).tolist(),
+            "accuracy": (correct_sum / count).tolist(),
+        }
+    histogram = {
+        "lower": reliability["lower"],
+        "upper": reliability["upper"],
+        "count": reliability["count"],
+        "fraction": (count / n).tolist(),
+    }
+    return CalibrationReport(
+        scalars=values,
+        ids={key: catalogue[key][0] for key in values},
+        descriptions={key: catalogue[key][1] for key in values},
+        intervals=intervals,
+        reliability=reliability,
+        histogram=histogram,
+        per_class=_per_class(label, bins, confidence, correct, point_cells, n_bins, n_classes, n),
+        settings={
+            **settings,
+            "n_samples": n,
+            "n_classes": n_classes,
+            "n_bins": n_bins,
+            "bootstrap": bootstrap,
+            "bootstrap_seed": seed,
+            "ci_level": ci if bootstrap else None,
+            "smooth_ece": smooth,
+            "bin_rule": "equal-width [k/n, (k+1)/n), last bin closed (confidence 1.0 counted in it)",
+        },
+    )
+
+
+def _per_class(
+    label: np.ndarray,
+    bins: np.ndarray,
+    confidence: np.ndarray,
+    correct: np.ndarray,
+    class_cells: dict[str, np.ndarray] | None,
+    n_bins: int,
+    n_classes: int,
+    n: int,
+) -> dict[str, list]:
+    """Per true class: count, accuracy, mean confidence, top-label ECE; class-wise CE."""
+    cell = label * n_bins + bins
+    shape = (n_classes, n_bins)
+    count = np.bincount(cell, None, n_classes * n_bins).reshape(shape)
+    conf_sum = np.bincount(cell, confidence, n_classes * n_bins).reshape(shape)
+    correct_sum = np.bincount(cell, correct, n_classes * n_bins).reshape(shape)
+    class_count = count.sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        table = {
+            "class": list(range(n_classes)),
+            "count": class_count.tolist(),
+            "accuracy": (correct_sum.sum(1) / class_count).tolist(),
+            "confidence": (conf_sum.sum(1) / class_count).tolist(),
+            "ece": binned_errors(count.astype(np.float64), conf_sum, correct_sum)["ece"].tolist(),
+        }
+    if class_cells is not None:
+        gap = np.abs(class_cells["class_hits"] - class_cells["class_prob"])
+        table["classwise_ce"] = (gap.sum(1) / n).tolist()
+    return table

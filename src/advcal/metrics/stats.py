@@ -1,0 +1,415 @@
+"""Streaming, mergeable calibration statistics.
+
+:class:`CalibrationStats` takes batches of scores (logits by default) and labels and keeps:
+
+* one small record per sample of its *top label*: confidence, correctness, Brier and NLL
+  contributions, true class, and a key (its index) — ``O(N)``, never ``O(N x C)``. Equal-mass
+  binning (ACE), smooth ECE and the bootstrap need the samples themselves, and every
+  equal-width figure (ECE, MCE, reliability curve, per-class) is a cheap ``bincount`` of them;
+* the class-wise cells behind SCE: for every class and equal-width bin, the number of samples
+  whose probability for that class falls in the bin, the sum of those probabilities and how
+  many of those samples truly belong to the class — ``O(C x bins)``. These need the whole
+  probability matrix, so they are accumulated batch by batch;
+* when ``bootstrap > 0``, the same class-wise cells under each Poisson bootstrap replicate.
+
+Merging concatenates records and adds cells, so statistics from shards equal those of the
+whole set: counts exactly, sums to float64 rounding. When samples carry explicit indices,
+``compute`` orders records by index, so the result does not depend on sharding or order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from advcal.errors import InputError, describe
+from advcal.metrics import bootstrap as boot
+from advcal.metrics.binning import equal_width_bin_index
+from advcal.metrics.report import CalibrationReport, build_report
+from advcal.outputs import OUTPUT_KINDS, as_tensor, check_labels, check_scores, to_log_probs
+
+# Scores are processed in chunks of about this many elements (32 MB in float64), so memory
+# stays at a few copies of one chunk whatever the size of the input.
+CHUNK_ELEMENTS = 1 << 22
+
+_RECORD_FIELDS = ("key", "label", "confidence", "correct", "brier", "nll")
+_CELL_FIELDS = ("class_count", "class_prob", "class_hits")
+
+
+@dataclass
+class _Records:
+    """Per-sample top-label records, concatenated lazily."""
+
+    key: list[np.ndarray]
+    label: list[np.ndarray]
+    confidence: list[np.ndarray]
+    correct: list[np.ndarray]
+    brier: list[np.ndarray]
+    nll: list[np.ndarray]
+
+    @classmethod
+    def empty(cls) -> _Records:
+        return cls(*([] for _ in _RECORD_FIELDS))
+
+    def append(self, **fields: np.ndarray) -> None:
+        for name in _RECORD_FIELDS:
+            getattr(self, name).append(fields[name])
+
+    def extend(self, other: _Records) -> None:
+        for name in _RECORD_FIELDS:
+            getattr(self, name).extend(getattr(other, name))
+
+    def joined(self) -> dict[str, np.ndarray]:
+        out = {}
+        for name in _RECORD_FIELDS:
+            parts = getattr(self, name)
+            joined = np.concatenate(parts) if len(parts) != 1 else parts[0]
+            setattr(self, name, [joined])
+            out[name] = joined
+        return out
+
+
+class CalibrationStats:
+    """Sufficient statistics for every advcal calibration metric, updated batch by batch.
+
+    Args:
+        n_bins: number of equal-width (and equal-mass) confidence bins.
+        n_classes: number of classes; taken from the first batch when omitted.
+        inputs: what the scores are: ``"logits"`` (default), ``"probs"`` or ``"log_probs"``.
+        classwise: keep the class-wise cells needed for SCE (one extra pass over each batch).
+        bootstrap: number of Poisson bootstrap replicates for confidence intervals (0: none).
+        seed: bootstrap seed. Replicate weights depend only on ``(seed, sample index)``.
+
+    Example:
+        >>> stats = CalibrationStats(n_bins=15)
+        >>> for logits, labels in batches:          # doctest: +SKIP
+        ...     stats.update(logits, labels)
+        >>> report = stats.compute()                # doctest: +SKIP
+        >>> report["ece"], report["ace"]            # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        n_bins: int = 15,
+        n_classes: int | None = None,
+        inputs: str = "logits",
+        classwise: bool = True,
+        bootstrap: int = 0,
+        seed: int = 0,
+    ) -> None:
+        _check_positive_int(n_bins, "n_bins", minimum=1)
+        if n_classes is not None:
+            _check_positive_int(n_classes, "n_classes", minimum=2)
+        _check_positive_int(bootstrap, "bootstrap", minimum=0)
+        _check_positive_int(seed, "seed", minimum=0)
+        if inputs not in OUTPUT_KINDS:
+            raise InputError(f"inputs: expected one of {', '.join(OUTPUT_KINDS)}, got {inputs!r}")
+        self.n_bins = n_bins
+        self.n_classes = n_classes
+        self.inputs = inputs
+        self.classwise = bool(classwise)
+        self.bootstrap = bootstrap
+        self.seed = seed
+        self.n_samples = 0
+        # None until the first update says whether samples carry explicit indices.
+        self.indexed: bool | None = None
+        self._records = _Records.empty()
+        self._cells: dict[str, torch.Tensor] | None = None
+        self._replicate_cells: dict[str, torch.Tensor] | None = None
+
+    # ------------------------------------------------------------------ updating
+    def update(
+        self, scores: object, labels: object, index: object | None = None
+    ) -> CalibrationStats:
+        """Add a batch: ``scores`` of shape ``(N, C)`` and integer ``labels`` of shape ``(N,)``.
+
+        ``index`` (optional, shape ``(N,)``) gives each sample's position in the whole
+        evaluation set. With it, results do not depend on batching, sharding or order, and
+        bootstrap replicates stay consistent across merged shards. The batch is validated in
+        full before anything is added, so a bad batch leaves the statistics unchanged.
+        """
+        scores_t = check_scores(scores, self.inputs, "scores")
+        n, n_classes = scores_t.shape
+        if self.n_classes is None:
+            self.n_classes = n_classes
+        elif n_classes != self.n_classes:
+            raise InputError(
+                f"scores: expected {self.n_classes} class columns (as in earlier batches), "
+                f"got {describe(scores_t)}"
+            )
+        labels_t = check_labels(labels, n, n_classes, "labels")
+        keys = self._keys(index, n)
+        if self._cells is None:
+            self._cells = _empty_cells(n_classes, self.n_bins, torch.int64, ())
+            if self.bootstrap:
+                shape = (self.bootstrap,)
+                self._replicate_cells = _empty_cells(n_classes, self.n_bins, torch.float64, shape)
+        seeds = boot.sample_seeds(self.seed, keys) if self.bootstrap else None
+        rows = max(1, CHUNK_ELEMENTS // n_classes)
+        for start in range(0, n, rows):
+            stop = min(start + rows, n)
+            weights = None if seeds is None else boot.poisson_weights(
+                seeds[start:stop], range(self.bootstrap)
+            )
+            self._update_chunk(
+                scores_t[start:stop], labels_t[start:stop], keys[start:stop], weights
+            )
+        self.n_samples += n
+        return self
+
+    def _keys(self, index: object | None, n: int) -> np.ndarray:
+        explicit = index is not None
+        if self.indexed is not None and explicit != self.indexed:
+            raise InputError(
+                "index: give sample indices with every batch or with none "
+                f"(earlier batches {'had' if self.indexed else 'had no'} index)"
+            )
+        if not explicit:
+            self.indexed = False
+            return np.arange(self.n_samples, self.n_samples + n, dtype=np.int64)
+        index_t = as_tensor(index, "index")
+        if index_t.is_floating_point() or index_t.dtype == torch.bool or index_t.shape != (n,):
+            raise InputError(
+                f"index: expected a 1-D integer array of {n} sample indices, got {describe(index_t)}"
+            )
+        keys = index_t.long().numpy().copy()
+        if keys.min() < 0:
+            raise InputError(f"index: sample indices must be >= 0, got {int(keys.min())}")
+        self.indexed = True
+        return keys
+
+    def _update_chunk(
+        self,
+        scores: torch.Tensor,
+        labels: torch.Tensor,
+        keys: np.ndarray,
+        weights: np.ndarray | None,
+    ) -> None:
+        log_probs = to_log_probs(scores, self.inputs)
+        prediction = log_probs.argmax(1)
+        rows = torch.arange(len(labels))
+        log_p_true = log_probs[rows, labels]
+        probs = log_probs.exp()
+        p_true = probs[rows, labels]
+        # Sum over classes of (p_c - 1[c = y])^2, written so 1 - p_y keeps full precision.
+        brier = (probs * probs).sum(1) - p_true * p_true + torch.expm1(log_p_true).square()
+        self._records.append(
+            key=keys,
+            label=labels.numpy(),
+            confidence=log_probs[rows, prediction].exp().numpy(),
+            correct=(prediction == labels).numpy(),
+            brier=brier.numpy(),
+            nll=(-log_p_true).numpy(),
+        )
+        if self.classwise:
+            _add_class_cells(self._cells, probs, labels, p_true, self.n_bins, None)
+            if weights is not None:
+                weights_t = torch.from_numpy(weights)
+                _add_class_cells(self._replicate_cells, probs, labels, p_true, self.n_bins, weights_t)
+
+    # ------------------------------------------------------------------ merging
+    def merge(self, other: CalibrationStats) -> CalibrationStats:
+        """A new :class:`CalibrationStats` holding the samples of ``self`` and ``other``."""
+        if not isinstance(other, CalibrationStats):
+            raise InputError(f"other: expected CalibrationStats, got {type(other).__name__}")
+        for name in ("n_bins", "inputs", "classwise", "bootstrap", "seed"):
+            if getattr(self, name) != getattr(other, name):
+                raise InputError(
+                    f"other: cannot merge statistics with {name}={getattr(other, name)!r} into "
+                    f"statistics with {name}={getattr(self, name)!r}"
+                )
+        if self.n_classes and other.n_classes and self.n_classes != other.n_classes:
+            raise InputError(
+                f"other: cannot merge statistics of {other.n_classes} classes into statistics "
+                f"of {self.n_classes} classes"
+            )
+        both = [s for s in (self, other) if s.n_samples]
+        if len({s.indexed for s in both}) > 1:
+            raise InputError("other: cannot merge indexed with unindexed statistics")
+        if len(both) == 2 and not self.indexed:
+            if self.bootstrap:
+                raise InputError(
+                    "other: merging bootstrapped statistics needs explicit sample indices "
+                    "(pass index= to update) so replicate weights stay tied to samples"
+                )
+        merged = CalibrationStats(
+            self.n_bins, self.n_classes or other.n_classes, self.inputs, self.classwise,
+            self.bootstrap, self.seed,
+        )
+        for part in both:
+            merged._records.extend(part._records)
+            merged._cells = _add_cells(merged._cells, part._cells)
+            merged._replicate_cells = _add_cells(merged._replicate_cells, part._replicate_cells)
+            merged.n_samples += part.n_samples
+            merged.indexed = part.indexed
+        if len(both) == 2 and not merged.indexed:
+            # Unindexed keys are positions: renumber the second part after the first.
+            merged._records.key = [np.arange(merged.n_samples, dtype=np.int64)]
+        return merged
+
+    def __add__(self, other: CalibrationStats) -> CalibrationStats:
+        return self.merge(other)
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Every statistic as named numpy arrays (for safetensors files or all-reduce)."""
+        self._require_samples()
+        state = {name: value for name, value in self._records.joined().items()}
+        state["correct"] = state["correct"].astype(np.uint8)
+        for prefix, cells in (("", self._cells), ("replicate_", self._replicate_cells)):
+            for name, value in (cells or {}).items():
+                state[prefix + name] = value.numpy()
+        state["config"] = self.config_vector(bool(self.indexed))
+        return state
+
+    def config_vector(self, indexed: bool) -> np.ndarray:
+        """The settings as the ``config`` entry of a state dict (see :meth:`from_state_dict`)."""
+        return np.array(
+            [self.n_bins, self.n_classes or 0, int(self.classwise), self.bootstrap, self.seed,
+             int(indexed), OUTPUT_KINDS.index(self.inputs)],
+            dtype=np.int64,
+        )
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, np.ndarray]) -> CalibrationStats:
+        """Rebuild statistics saved with :meth:`state_dict`."""
+        missing = [name for name in ("config", *_RECORD_FIELDS) if name not in state]
+        if missing:
+            raise InputError(f"state: missing entries {', '.join(missing)}")
+        n_bins, n_classes, classwise, n_boot, seed, indexed, kind = (
+            int(v) for v in state["config"]
+        )
+        stats = cls(n_bins, n_classes, OUTPUT_KINDS[kind], bool(classwise), n_boot, seed)
+        fields = {name: np.asarray(state[name]) for name in _RECORD_FIELDS}
+        fields["correct"] = fields["correct"].astype(bool)
+        stats._records.append(**fields)
+        stats.n_samples = len(fields["key"])
+        stats.indexed = bool(indexed)
+        stats._cells = {
+            name: torch.from_numpy(np.array(state[name])) for name in _CELL_FIELDS if name in state
+        }
+        if classwise and len(stats._cells) != len(_CELL_FIELDS):
+            raise InputError(f"state: class-wise statistics need entries {', '.join(_CELL_FIELDS)}")
+        if classwise and n_boot:
+            names = ["replicate_" + name for name in _CELL_FIELDS]
+            if any(name not in state for name in names):
+                raise InputError(f"state: bootstrap statistics need entries {', '.join(names)}")
+            stats._replicate_cells = {
+                name: torch.from_numpy(np.array(state["replicate_" + name])) for name in _CELL_FIELDS
+            }
+        return stats
+
+    # ------------------------------------------------------------------ computing
+    def compute(self, smooth: bool = False, ci: float = 0.95) -> CalibrationReport:
+        """The calibration report of every sample seen so far.
+
+        Args:
+            smooth: also compute smooth ECE (a root-finding over kernel bandwidths).
+            ci: level of the bootstrap percentile intervals (when ``bootstrap > 0``).
+        """
+        self._require_samples()
+        if not 0 < ci < 1:
+            raise InputError(f"ci: expected a confidence level in (0, 1), got {ci!r}")
+        records = self._records.joined()
+        if self.indexed:
+            records = _sorted_by_key(records)
+        return build_report(
+            records,
+            self._cells if self.classwise else None,
+            self._replicate_cells if self.classwise else None,
+            n_bins=self.n_bins,
+            n_classes=int(self.n_classes),
+            bootstrap=self.bootstrap,
+            seed=self.seed,
+            ci=ci,
+            smooth=smooth,
+            settings={"inputs": self.inputs, "indexed": bool(self.indexed)},
+        )
+
+    def _require_samples(self) -> None:
+        if self.n_samples == 0:
+            raise InputError("scores: no samples were added (call update with a non-empty batch)")
+
+    def __repr__(self) -> str:
+        return (
+            f"CalibrationStats(n_samples={self.n_samples}, n_classes={self.n_classes}, "
+            f"n_bins={self.n_bins}, bootstrap={self.bootstrap})"
+        )
+
+
+def _check_positive_int(value: object, name: str, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+        raise InputError(f"{name}: expected an integer >= {minimum}, got {value!r}")
+
+
+def _sorted_by_key(records: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    keys = records["key"]
+    if keys.size > 1 and not bool((keys[1:] > keys[:-1]).all()):
+        order = np.argsort(keys, kind="stable")
+        records = {name: value[order] for name, value in records.items()}
+        keys = records["key"]
+    duplicate = keys[1:] == keys[:-1]
+    if duplicate.any():
+        raise InputError(
+            f"index: sample index {int(keys[1:][duplicate][0])} was added more than once"
+        )
+    return records
+
+
+def _empty_cells(
+    n_classes: int, n_bins: int, count_dtype: torch.dtype, lead: tuple[int, ...]
+) -> dict[str, torch.Tensor]:
+    """Zeroed class-wise cells; counts are int64 unweighted, float64 under bootstrap weights."""
+    shape = (*lead, n_classes, n_bins)
+    return {
+        name: torch.zeros(shape, dtype=torch.float64 if name == "class_prob" else count_dtype)
+        for name in _CELL_FIELDS
+    }
+
+
+def _add_cells(
+    total: dict[str, torch.Tensor] | None, part: dict[str, torch.Tensor] | None
+) -> dict[str, torch.Tensor] | None:
+    if part is None:
+        return total
+    if total is None:
+        return {name: value.clone() for name, value in part.items()}
+    return {name: total[name] + part[name] for name in total}
+
+
+def _add_class_cells(
+    cells: dict[str, torch.Tensor],
+    probs: torch.Tensor,
+    labels: torch.Tensor,
+    p_true: torch.Tensor,
+    n_bins: int,
+    weights: torch.Tensor | None,
+) -> None:
+    """Add a chunk's class-wise cells: unweighted, or one set per row of ``weights``.
+
+    Probabilities below 1/n_bins all fall in bin 0 and are the bulk of an ``N x C`` matrix;
+    only the few entries above it (at most ``n_bins`` per row) are binned one by one, and
+    bin 0 gets the rest from the column totals.
+    """
+    n, n_classes = probs.shape
+    w = torch.ones((1, n), dtype=torch.float64) if weights is None else weights
+    rows, cols = torch.nonzero(probs >= 1.0 / n_bins, as_tuple=True)
+    values = probs[rows, cols]
+    row_w = w[:, rows]
+    bin0 = torch.arange(n_classes) * n_bins
+    sums = {name: torch.zeros((len(w), n_classes * n_bins), dtype=torch.float64) for name in cells}
+    cell = cols * n_bins + equal_width_bin_index(values, n_bins)
+    sums["class_count"].index_add_(1, cell, row_w)
+    sums["class_prob"].index_add_(1, cell, row_w * values)
+    sums["class_hits"].index_add_(1, labels * n_bins + equal_width_bin_index(p_true, n_bins), w)
+    sums["class_count"][:, bin0] += w.sum(1, keepdim=True) - sums["class_count"].view(
+        len(w), n_classes, n_bins).sum(2)
+    sums["class_prob"][:, bin0] += w @ probs - sums["class_prob"].view(
+        len(w), n_classes, n_bins).sum(2)
+    for name, total in cells.items():
+        part = sums[name].view(len(w), n_classes, n_bins)
+        if weights is None:
+            part = part[0].round().to(total.dtype) if not total.is_floating_point() else part[0]
+        total += part
