@@ -65,22 +65,22 @@ def check_scores(
             f"{name}: expected at least 2 class columns, got {describe(scores)}; a binary "
             "classifier's single logit z is the 2-column matrix [0, z]"
         )
-    if torch.isnan(scores).any():
-        raise InputError(f"{name}: contains NaN")
+    # One pass finds the range; NaN propagates through it, so clean inputs pay nothing more.
+    low, high = (float(v) for v in torch.aminmax(scores))
+    if not (np.isfinite(low) and np.isfinite(high)):
+        if bool(torch.isnan(scores).any()):
+            raise InputError(f"{name}: contains NaN")
+        if inputs != "log_probs" or high == np.inf or not bool(torch.isfinite(scores).any(1).all()):
+            raise InputError(f"{name}: contains inf")
     if inputs == "log_probs":
-        if torch.isposinf(scores).any() or bool((scores > 1e-6).any()):
+        if high > 1e-6:
             raise InputError(f"{name}: log-probabilities must be <= 0 (inputs='log_probs')")
-        if not bool(torch.isfinite(torch.logsumexp(scores.double(), 1)).all()):
-            raise InputError(f"{name}: a row of log-probabilities is all -inf")
         _check_rows_sum_to_one(torch.logsumexp(scores.double(), 1).exp(), name, inputs)
-        return scores
-    if not bool(torch.isfinite(scores).all()):
-        raise InputError(f"{name}: contains inf")
-    if inputs == "probs":
-        if bool((scores < 0).any()) or bool((scores > 1 + ROW_SUM_TOLERANCE).any()):
+    elif inputs == "probs":
+        if low < 0 or high > 1 + ROW_SUM_TOLERANCE:
             raise InputError(f"{name}: probabilities must lie in [0, 1] (inputs='probs')")
         _check_rows_sum_to_one(scores.double().sum(1), name, inputs)
-    elif looks_like_probabilities(scores):
+    elif low >= 0 and looks_like_probabilities(scores):
         raise InputError(
             f"{name}: every row is non-negative and sums to 1, so these look like softmax "
             "probabilities, not logits; pass the model's raw logits, or say inputs='probs'"
@@ -106,16 +106,25 @@ def _check_rows_sum_to_one(row_sums: torch.Tensor, name: str, inputs: str) -> No
         )
 
 
+def as_logits64(scores: torch.Tensor, inputs: str = "logits") -> torch.Tensor:
+    """A float64 copy of validated scores on the logit scale (safe to modify in place).
+
+    Probabilities become log-probabilities, which are valid logits: ``softmax`` maps them
+    back to the (renormalised) probabilities.
+    """
+    logits = scores.to(torch.float64, copy=True)
+    if inputs == "probs":
+        logits.clamp_min_(0).log_()
+    return logits
+
+
 def to_log_probs(scores: torch.Tensor, inputs: str = "logits") -> torch.Tensor:
     """float64 log-probabilities from validated scores (see :func:`check_scores`).
 
     Logits go through ``log_softmax`` in float64, never ``log(softmax)``. Probabilities are
     renormalised exactly; a probability of 0 is counted as the smallest normal float64.
     """
-    scores = scores.double()
-    if inputs == "probs":
-        scores = scores.clamp_min(0).log()
-    log_probs = torch.log_softmax(scores, dim=1)
+    log_probs = torch.log_softmax(as_logits64(scores, inputs), dim=1)
     return log_probs.clamp_min(LOG_TINY) if inputs != "logits" else log_probs
 
 

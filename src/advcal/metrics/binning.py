@@ -29,55 +29,36 @@ def equal_width_bin_index(values: torch.Tensor, n_bins: int) -> torch.Tensor:
     return index.clamp_(0, n_bins - 1)
 
 
+def _rank_key(confidence: np.ndarray, correct: np.ndarray) -> np.ndarray:
+    # Non-negative float64 values order like their bit patterns read as int64, so one
+    # integer key carries both fields and one sort orders by (confidence, correct).
+    return (confidence.astype(np.float64).view(np.int64) << 1) | correct.astype(np.int64)
+
+
 def rank_order(confidence: np.ndarray, correct: np.ndarray) -> np.ndarray:
-    """Indices sorting samples by (confidence, correct): a total order up to identical samples.
+    """Indices sorting samples by (confidence, correct).
 
-    Non-negative float64 values order like their bit patterns read as int64, so one integer
-    key carries both fields and one argsort suffices.
+    Samples with equal keys are identical for every binned sum, so their relative order
+    (which an unstable sort may change) never changes a result.
     """
-    key = (confidence.astype(np.float64).view(np.int64) << 1) | correct.astype(np.int64)
-    return np.argsort(key, kind="stable")
+    return np.argsort(_rank_key(confidence, correct))
 
 
-def equal_mass_boundaries(n_samples: float | np.ndarray, n_bins: int) -> np.ndarray:
-    """Rank boundaries ``R_0 = 0 < ... < R_n = N``: bin ``k`` holds ranks ``[R_k, R_{k+1})``.
+def sorted_by_rank(confidence: np.ndarray, correct: np.ndarray) -> np.ndarray:
+    """``[confidence, correct]`` sorted by (confidence, correct), shape ``(2, N)``.
 
-    ``n_samples`` may be an array of totals (one per bootstrap replicate): the result then has
-    shape ``(len(n_samples), n_bins + 1)``.
+    Sorting the packed keys themselves is several times faster than an argsort.
     """
-    totals = np.asarray(n_samples, dtype=np.float64)
-    return np.ceil(totals[..., None] * np.arange(n_bins + 1) / n_bins)
+    key = np.sort(_rank_key(confidence, correct))
+    return np.stack([(key >> 1).view(np.float64), (key & 1).astype(np.float64)])
 
 
-def equal_mass_bin_sums(
-    sorted_values: np.ndarray, weights: np.ndarray | None, n_bins: int
-) -> np.ndarray:
-    """Per-bin sums of ``sorted_values`` (already in rank order) over equal-mass bins.
+def equal_mass_bin_sums(sorted_values: np.ndarray, n_bins: int) -> np.ndarray:
+    """Per-bin sums of ``sorted_values`` (``(F, N)``, already in rank order) over equal-mass bins.
 
-    ``weights`` are integer multiplicities of shape ``(B, N)`` (bootstrap replicates), or
-    ``None`` for one copy of each sample. A sample repeated ``w`` times occupies ``w``
-    consecutive ranks and may straddle a bin boundary; its copies are split accordingly.
-    ``sorted_values`` has shape ``(N,)`` or ``(F, N)`` for ``F`` fields; the result has shape
-    ``(B, F, n_bins)`` (or ``(F, n_bins)`` / ``(n_bins,)`` without weights / fields).
+    Bin ``k`` holds ranks ``[ceil(kN/n), ceil((k+1)N/n))``; the result has shape ``(F, n)``.
     """
-    values = np.atleast_2d(sorted_values)
-    if weights is None:
-        n = values.shape[1]
-        bounds = equal_mass_boundaries(n, n_bins).astype(np.int64)
-        prefix = np.concatenate([np.zeros((values.shape[0], 1)), np.cumsum(values, 1)], 1)
-        sums = np.diff(prefix[:, bounds], axis=1)
-        return sums if sorted_values.ndim == 2 else sums[0]
-    cum_weight = np.cumsum(weights, axis=1)  # (B, N): ranks occupied up to and with sample j
-    totals = cum_weight[:, -1]
-    bounds = equal_mass_boundaries(totals, n_bins)  # (B, n_bins + 1)
-    out = np.empty((weights.shape[0], values.shape[0], n_bins))
-    for b in range(weights.shape[0]):
-        # Sample j holds ranks [cum_weight[j] - w_j, cum_weight[j]); the sum over the first R
-        # ranks is the sum over whole samples before the one holding rank R-1, plus part of it.
-        holder = np.searchsorted(cum_weight[b], bounds[b], side="left").clip(0, values.shape[1] - 1)
-        prefix = np.cumsum(values * weights[b], axis=1)
-        before = np.where(holder > 0, prefix[:, holder - 1], 0.0)
-        ranks_before = np.where(holder > 0, cum_weight[b][holder - 1], 0)
-        partial = (bounds[b] - ranks_before) * values[:, holder]
-        out[b] = np.diff(before + partial, axis=1)
-    return out if sorted_values.ndim == 2 else out[:, 0]
+    n = sorted_values.shape[1]
+    bounds = np.ceil(n * np.arange(n_bins + 1) / n_bins).astype(np.int64)
+    prefix = np.concatenate([np.zeros((len(sorted_values), 1)), np.cumsum(sorted_values, 1)], 1)
+    return np.diff(prefix[:, bounds], axis=1)

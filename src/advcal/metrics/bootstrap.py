@@ -3,8 +3,9 @@
 advcal uses the Poisson bootstrap: in replicate ``b`` sample ``i`` is counted ``w_bi`` times,
 ``w_bi ~ Poisson(1)``. Unlike resampling ``N`` indices, the weight of a sample depends only on
 ``(seed, sample key, b)``, so replicates can be accumulated batch by batch, on any number of
-shards, and merged exactly. The weights come from a counter-based 32-bit hash, never from a
-global random state, and are produced in blocks of replicates so memory stays bounded.
+shards, and merged exactly. The weights come from a counter-based hash (SplitMix64's
+finaliser), never from a global random state: one 64-bit hash gives four replicates' weights
+through a 16-bit inverse-CDF table (each Poisson probability exact to within 2^-16).
 """
 
 from __future__ import annotations
@@ -14,71 +15,69 @@ from collections.abc import Iterator
 
 import numpy as np
 
-# Elements per block of weights (replicates x samples): 8M float64 = 64 MB.
-BLOCK_ELEMENTS = 1 << 23
+# Elements per block of weights (replicates x samples): 4M float64 = 32 MB.
+BLOCK_ELEMENTS = 1 << 22
+_LANES = 4  # 16-bit uniforms per 64-bit hash
 
-_M1 = np.uint32(0x7FEB352D)
-_M2 = np.uint32(0x846CA68B)
-_GOLDEN = np.uint32(0x9E3779B9)
-# Poisson(1) inverse CDF on 32-bit uniforms: thresholds T_k = floor(P(W <= k) * 2^32).
-_THRESHOLDS = np.array(
-    [
-        math.floor(sum(math.exp(-1) / math.factorial(j) for j in range(k + 1)) * 2**32)
-        for k in range(13)
-    ],
-    dtype=np.uint64,
-).clip(max=2**32 - 1).astype(np.uint32)
-# A table on the top 16 bits resolves all but the 13 cells that hold a threshold.
-_TOP = np.arange(1 << 16, dtype=np.uint64) << np.uint64(16)
-_UNRESOLVED = np.uint8(255)
-_TABLE = np.where(
-    np.searchsorted(_THRESHOLDS, _TOP, side="right")
-    == np.searchsorted(_THRESHOLDS, _TOP + np.uint64(0xFFFF), side="right"),
-    np.searchsorted(_THRESHOLDS, _TOP, side="right"),
-    _UNRESOLVED,
-).astype(np.uint8)
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
 
 
-def _hash32(x: np.ndarray) -> np.ndarray:
-    """A strong 32-bit integer mixer (xorshift-multiply, "lowbias32" constants)."""
-    x = x.astype(np.uint32, copy=True)
-    x ^= x >> np.uint32(16)
-    x *= _M1
-    x ^= x >> np.uint32(15)
-    x *= _M2
-    x ^= x >> np.uint32(16)
-    return x
+def _poisson_table() -> np.ndarray:
+    """Poisson(1) inverse CDF at the midpoints of the 65,536 cells of a 16-bit uniform."""
+    cdf = np.cumsum([math.exp(-1) / math.factorial(k) for k in range(20)])
+    midpoints = (np.arange(1 << 16) + 0.5) / (1 << 16)
+    return np.searchsorted(cdf, midpoints, side="right").astype(np.float64)
 
 
-def _poisson_from_bits(bits: np.ndarray) -> np.ndarray:
-    weights = np.take(_TABLE, bits >> np.uint32(16))
-    fix = weights == _UNRESOLVED
-    if fix.any():
-        weights[fix] = np.searchsorted(_THRESHOLDS, bits[fix], side="right")
-    return weights
+_TABLE = _poisson_table()
+
+
+def _mix64(z: np.ndarray) -> np.ndarray:
+    """SplitMix64's finaliser: a bijective avalanche mix of 64-bit integers."""
+    with np.errstate(over="ignore"):
+        z = z ^ (z >> np.uint64(30))
+        z *= _MIX1
+        z ^= z >> np.uint64(27)
+        z *= _MIX2
+        z ^= z >> np.uint64(31)
+    return z
 
 
 def sample_seeds(seed: int, keys: np.ndarray) -> np.ndarray:
-    """Per-sample 32-bit seeds from the bootstrap seed and each sample's key (its index)."""
-    keys = np.asarray(keys, dtype=np.int64)
-    low = _hash32((keys & 0xFFFFFFFF).astype(np.uint32))
-    high = _hash32(((keys >> 32) & 0xFFFFFFFF).astype(np.uint32) ^ _GOLDEN)
-    return _hash32(low ^ high ^ _hash32(np.array([seed & 0xFFFFFFFF], dtype=np.uint32)))
+    """Per-sample 64-bit seeds from the bootstrap seed and each sample's key (its index)."""
+    keys = np.asarray(keys, dtype=np.int64).astype(np.uint64)
+    with np.errstate(over="ignore"):
+        seed_mix = _mix64(np.array([seed], dtype=np.uint64) * _GOLDEN + _GOLDEN)
+        return _mix64(keys * _GOLDEN + seed_mix)
 
 
-def poisson_weights(sample_seed: np.ndarray, replicates: range) -> np.ndarray:
-    """Poisson(1) multiplicities, shape ``(len(replicates), N)``, as float64.
+def poisson_weights(
+    sample_seed: np.ndarray, replicates: range, samples_first: bool = False
+) -> np.ndarray:
+    """Poisson(1) multiplicities, as float64, of shape ``(len(replicates), N)``.
 
-    Entry ``(b, i)`` depends only on ``sample_seed[i]`` and the replicate number.
+    Entry ``(b, i)`` depends only on ``sample_seed[i]`` and the replicate number ``b``. With
+    ``samples_first`` the same numbers come laid out as ``(N, len(replicates))``.
     """
-    rep = _hash32(np.arange(replicates.start, replicates.stop, dtype=np.uint32) * _GOLDEN + 1)
-    bits = _hash32(sample_seed[None, :] ^ rep[:, None])
-    return _poisson_from_bits(bits).astype(np.float64)
+    first, last = replicates.start // _LANES, (replicates.stop + _LANES - 1) // _LANES
+    with np.errstate(over="ignore"):
+        group = _mix64(np.arange(first, last, dtype=np.uint64) * _MIX2 + _GOLDEN)
+        bits = _mix64(sample_seed[:, None] ^ group[None, :])  # (N, groups)
+    lanes = bits.view(np.uint16).reshape(len(sample_seed), -1)  # (N, groups * lanes)
+    if not samples_first:
+        lanes = lanes.T
+    offset = replicates.start - first * _LANES
+    lanes = lanes[offset : offset + len(replicates)] if not samples_first else lanes[
+        :, offset : offset + len(replicates)
+    ]
+    return np.take(_TABLE, lanes)
 
 
 def weight_blocks(sample_seed: np.ndarray, n_replicates: int) -> Iterator[np.ndarray]:
     """Yield the ``n_replicates`` rows of Poisson weights in blocks of bounded memory."""
-    step = max(1, BLOCK_ELEMENTS // max(1, sample_seed.size))
+    step = max(_LANES, BLOCK_ELEMENTS // max(1, sample_seed.size) // _LANES * _LANES)
     for start in range(0, n_replicates, step):
         yield poisson_weights(sample_seed, range(start, min(start + step, n_replicates)))
 

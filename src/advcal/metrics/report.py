@@ -21,8 +21,9 @@ from advcal.metrics.binning import (
     equal_mass_bin_sums,
     equal_width_bin_index,
     rank_order,
+    sorted_by_rank,
 )
-from advcal.metrics.smooth import smooth_ece
+from advcal.metrics.smooth import GRID_INTERVALS, grid_position, smooth_ece, smooth_ece_from_masses
 
 
 def metric_catalogue(n_bins: int) -> dict[str, tuple[str, str]]:
@@ -156,54 +157,129 @@ def binned_errors(count: np.ndarray, conf_sum: np.ndarray, correct_sum: np.ndarr
     return {"ece": ece, "ece_l2": ece_l2, "mce": mce, "reliability_slope": slope}
 
 
-def _top_cells(weights: torch.Tensor, bins: torch.Tensor, confidence: torch.Tensor,
-               correct: torch.Tensor, n_bins: int) -> tuple[np.ndarray, ...]:
-    lead = (weights.shape[0], n_bins)
-    count = torch.zeros(lead, dtype=torch.float64).index_add_(1, bins, weights)
-    conf_sum = torch.zeros(lead, dtype=torch.float64).index_add_(1, bins, weights * confidence)
-    correct_sum = torch.zeros(lead, dtype=torch.float64).index_add_(1, bins, weights * correct)
-    return count.numpy(), conf_sum.numpy(), correct_sum.numpy()
-
-
-def _scalars(
-    weights: np.ndarray | None,
+def _point_scalars(
     records: dict[str, np.ndarray],
     bins: np.ndarray,
-    order: np.ndarray,
     class_cells: dict[str, np.ndarray] | None,
     n_bins: int,
     smooth: bool,
-) -> dict[str, np.ndarray]:
-    """Every scalar metric for each row of ``weights`` (``None``: one row of ones)."""
+) -> dict[str, float]:
+    """Every scalar metric of the samples as they are (the point estimate)."""
     confidence, correct = records["confidence"], records["correct"].astype(np.float64)
-    w = np.ones((1, len(confidence))) if weights is None else weights
-    total = w.sum(1)
-    out: dict[str, np.ndarray] = {
-        "accuracy": w @ correct / total,
-        "confidence_mean": w @ confidence / total,
-        "brier": w @ records["brier"] / total,
-        "nll": w @ records["nll"] / total,
+    n = len(confidence)
+    out = {
+        "accuracy": correct.mean(),
+        "confidence_mean": confidence.mean(),
+        "confidence_std": confidence.std(),
+        "brier": records["brier"].mean(),
+        "nll": records["nll"].mean(),
     }
-    centred = confidence[None, :] - out["confidence_mean"][:, None]
-    out["confidence_std"] = np.sqrt((w * centred * centred).sum(1) / total)
     out["confidence_gap"] = out["confidence_mean"] - out["accuracy"]
-    cells = _top_cells(
-        torch.from_numpy(w), torch.from_numpy(bins), torch.from_numpy(confidence),
-        torch.from_numpy(correct), n_bins,
-    )
-    out.update(binned_errors(*cells))
-    sorted_fields = np.stack([confidence[order], correct[order]])
-    mass = equal_mass_bin_sums(sorted_fields, None if weights is None else w[:, order], n_bins)
-    mass = mass[None] if weights is None else mass
-    out["ace"] = np.abs(mass[:, 1] - mass[:, 0]).sum(-1) / total
+    cells = (np.bincount(bins, weights, n_bins) for weights in (None, confidence, correct))
+    out.update({key: value.item() for key, value in binned_errors(*cells).items()})
+    mass = equal_mass_bin_sums(sorted_by_rank(confidence, correct), n_bins)
+    out["ace"] = np.abs(mass[1] - mass[0]).sum() / n
     if class_cells is not None:
-        gap = np.abs(class_cells["class_hits"] - class_cells["class_prob"])
-        out["sce"] = gap.sum((-1, -2)) / (gap.shape[-2] * total)
+        out["sce"] = _sce(class_cells, np.array(float(n))).item()
     if smooth:
-        out["smooth_ece"] = np.atleast_1d(
-            smooth_ece(confidence, correct, None if weights is None else w)[0]
+        out["smooth_ece"] = smooth_ece(confidence, correct)[0]
+    return {key: float(value) for key, value in out.items()}
+
+
+def _sce(class_cells: dict[str, np.ndarray], total: np.ndarray) -> np.ndarray:
+    gap = np.abs(class_cells["class_hits"] - class_cells["class_prob"])
+    return gap.sum((-1, -2)) / (gap.shape[-2] * total)
+
+
+class _RankedSamples:
+    """Per-sample arrays sorted by (confidence, correct), for weighted bootstrap replicates.
+
+    In rank order every equal-width bin, every equal-mass bin and every cell of the smooth-ECE
+    grid is a contiguous run of samples, so all binned sums of a replicate are differences of
+    a few prefix sums of its weights times per-sample features.
+    """
+
+    def __init__(self, records: dict[str, np.ndarray], bins: np.ndarray, n_bins: int, smooth: bool):
+        order = rank_order(records["confidence"], records["correct"])
+        confidence = records["confidence"][order]
+        correct = records["correct"][order].astype(np.float64)
+        self.keys = records["key"][order]
+        self.n_bins = n_bins
+        self.bin_starts = np.searchsorted(bins[order], np.arange(n_bins + 1))
+        centred = confidence - confidence.mean()
+        # Plain sums: one matrix product per block of replicates.
+        self.summed = torch.from_numpy(
+            np.stack([records["brier"][order], records["nll"][order], centred, centred**2], 1)
         )
-    return out
+        # Sums over runs: prefix sums of weight x feature. Rows 0-2 also serve equal-mass bins.
+        features = [np.ones_like(confidence), confidence, correct]
+        self.grid_starts = None
+        if smooth:
+            left, frac = grid_position(confidence)
+            residual = confidence - correct
+            features += [residual * (1 - frac), residual * frac]
+            self.grid_starts = np.searchsorted(left, np.arange(GRID_INTERVALS + 1))
+        self.prefixed = np.stack(features)
+        self._buffer: np.ndarray | None = None
+
+    def scalars(self, weights: np.ndarray, class_cells: dict[str, np.ndarray] | None) -> dict:
+        """Every scalar metric for each row of ``weights`` (shape ``(B, N)``, rank order)."""
+        shape = (len(weights), *self.prefixed.shape)
+        if self._buffer is None or self._buffer.shape[0] < shape[0]:
+            self._buffer = np.empty(shape)  # reused across blocks: no fresh pages per block
+        prefix = self._buffer[: shape[0]]
+        # torch, in place: its broadcast product and cumsum are several times numpy's here.
+        torch.mul(
+            torch.from_numpy(weights)[:, None, :], torch.from_numpy(self.prefixed)[None],
+            out=torch.from_numpy(prefix),
+        ).cumsum_(2)
+
+        def runs(starts: np.ndarray, rows: slice) -> np.ndarray:
+            at = np.where(starts > 0, prefix[:, rows, np.maximum(starts - 1, 0)], 0.0)
+            return np.diff(at, axis=-1)  # (B, features, runs)
+
+        total = prefix[:, 0, -1]
+        brier, nll, centred, centred_sq = (torch.from_numpy(weights) @ self.summed).numpy().T
+        out = {
+            "accuracy": prefix[:, 2, -1] / total,
+            "confidence_mean": prefix[:, 1, -1] / total,
+            "confidence_std": np.sqrt(np.maximum(centred_sq / total - (centred / total) ** 2, 0.0)),
+            "brier": brier / total,
+            "nll": nll / total,
+        }
+        out["confidence_gap"] = out["confidence_mean"] - out["accuracy"]
+        count, conf_sum, correct_sum = np.moveaxis(runs(self.bin_starts, slice(0, 3)), 1, 0)
+        out.update(binned_errors(count, conf_sum, correct_sum))
+        out["ace"] = np.abs(np.diff(self._equal_mass_sums(prefix, total), axis=1)[:, 0]).sum(-1) / total
+        if class_cells is not None:
+            out["sce"] = _sce(class_cells, total)
+        if self.grid_starts is not None:
+            split = runs(self.grid_starts, slice(3, 5))
+            masses = np.zeros((len(weights), GRID_INTERVALS + 1))
+            masses[:, :-1] += split[:, 0]
+            masses[:, 1:] += split[:, 1]
+            out["smooth_ece"] = smooth_ece_from_masses(masses, total)[0]
+        return out
+
+    def _equal_mass_sums(self, prefix: np.ndarray, total: np.ndarray) -> np.ndarray:
+        """Sums of confidence and correctness over each replicate's equal-mass bins.
+
+        A sample counted ``w`` times holds ``w`` consecutive ranks and may straddle a bin
+        boundary ``R``; the sum over the first ``R`` ranks takes the whole samples before
+        the one holding rank ``R - 1`` and the needed part of that one.
+        """
+        bounds = np.ceil(total[:, None] * np.arange(self.n_bins + 1) / self.n_bins)
+        out = np.empty((len(total), 2, self.n_bins))
+        values = self.prefixed[1:3]
+        last = prefix.shape[2] - 1
+        for b in range(len(total)):
+            sums = prefix[b]
+            holder = np.searchsorted(sums[0], bounds[b], side="left").clip(0, last)
+            previous = np.maximum(holder - 1, 0)
+            before = np.where(holder > 0, sums[1:3][:, previous], 0.0)
+            ranks_before = np.where(holder > 0, sums[0][previous], 0.0)
+            out[b] = np.diff(before + (bounds[b] - ranks_before) * values[:, holder], axis=1)
+        return out
 
 
 def build_report(
@@ -223,15 +299,15 @@ def build_report(
     confidence, correct, label = records["confidence"], records["correct"], records["label"]
     n = len(confidence)
     bins = equal_width_bin_index(torch.from_numpy(confidence), n_bins).numpy()
-    order = rank_order(confidence, correct)
     point_cells = None if cells is None else {k: v.numpy().astype(np.float64) for k, v in cells.items()}
-    point = _scalars(None, records, bins, order, point_cells, n_bins, smooth)
     catalogue = metric_catalogue(n_bins)
-    values = {key: float(point[key][0]) for key in catalogue if key in point}
+    point = _point_scalars(records, bins, point_cells, n_bins, smooth)
+    values = {key: point[key] for key in catalogue if key in point}
 
     intervals: dict[str, tuple[float, float]] = {}
     if bootstrap:
-        seeds = boot.sample_seeds(seed, records["key"])
+        ranked = _RankedSamples(records, bins, n_bins, smooth)
+        seeds = boot.sample_seeds(seed, ranked.keys)
         blocks: list[dict[str, np.ndarray]] = []
         start = 0
         for weights in boot.weight_blocks(seeds, bootstrap):
@@ -239,7 +315,7 @@ def build_report(
             block_cells = None if replicate_cells is None else {
                 k: v[start:stop].numpy() for k, v in replicate_cells.items()
             }
-            blocks.append(_scalars(weights, records, bins, order, block_cells, n_bins, smooth))
+            blocks.append(ranked.scalars(weights, block_cells))
             start = stop
         for key in values:
             replicates = np.concatenate([block[key] for block in blocks])

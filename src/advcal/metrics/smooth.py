@@ -20,25 +20,20 @@ GRID_INTERVALS = 8192
 MIN_BANDWIDTH = 1e-3
 
 
-def grid_masses(
-    confidence: np.ndarray, residual: np.ndarray, weights: np.ndarray | None = None
-) -> np.ndarray:
-    """Residual mass on the grid ``j / GRID_INTERVALS`` by linear interpolation.
-
-    With ``weights`` of shape ``(B, N)`` the result has shape ``(B, GRID_INTERVALS + 1)``.
-    """
+def grid_position(confidence: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Left grid point and fractional offset of each confidence (linear interpolation)."""
     position = np.clip(confidence, 0.0, 1.0) * GRID_INTERVALS
     left = np.minimum(position.astype(np.int64), GRID_INTERVALS - 1)
-    frac = position - left
+    return left, position - left
+
+
+def grid_masses(confidence: np.ndarray, residual: np.ndarray) -> np.ndarray:
+    """Residual mass on the grid ``j / GRID_INTERVALS``, split linearly between neighbours."""
+    left, frac = grid_position(confidence)
     size = GRID_INTERVALS + 1
-    if weights is None:
-        masses = np.bincount(left, residual * (1 - frac), size)
-        return masses + np.bincount(left + 1, residual * frac, size)
-    out = np.empty((weights.shape[0], size))
-    for b, w in enumerate(weights):
-        out[b] = np.bincount(left, w * residual * (1 - frac), size)
-        out[b] += np.bincount(left + 1, w * residual * frac, size)
-    return out
+    return np.bincount(left, residual * (1 - frac), size) + np.bincount(
+        left + 1, residual * frac, size
+    )
 
 
 def _cosine_coefficients(masses: np.ndarray) -> np.ndarray:
@@ -59,19 +54,11 @@ def smooth_ece_at(coefficients: np.ndarray, total: float | np.ndarray, sigma: fl
     return integral / total
 
 
-def smooth_ece(
-    confidence: np.ndarray,
-    correct: np.ndarray,
-    weights: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Smooth ECE and its bandwidth ``σ*``, for one sample set or per weighted replicate."""
-    residual = confidence - correct.astype(np.float64)
-    coefficients = np.atleast_2d(_cosine_coefficients(grid_masses(confidence, residual, weights)))
-    totals = (
-        np.full(1, float(len(confidence))) if weights is None else weights.sum(1).astype(float)
-    )
-    values, widths = np.empty(len(totals)), np.empty(len(totals))
-    for b, (coef, total) in enumerate(zip(coefficients, totals, strict=True)):
+def smooth_ece_from_masses(masses: np.ndarray, totals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Smooth ECE and its bandwidth for each row of grid ``masses`` of total weight ``totals``."""
+    coefficients = _cosine_coefficients(np.atleast_2d(masses))
+    values, widths = np.empty(len(coefficients)), np.empty(len(coefficients))
+    for b, (coef, total) in enumerate(zip(coefficients, np.atleast_1d(totals), strict=True)):
 
         def excess(sigma: float, coef: np.ndarray = coef, total: float = total) -> float:
             return float(smooth_ece_at(coef, total, sigma)) - sigma
@@ -83,6 +70,13 @@ def smooth_ece(
             sigma = optimize.brentq(excess, MIN_BANDWIDTH, 1.0, xtol=1e-7, rtol=1e-10)
         widths[b] = sigma
         values[b] = smooth_ece_at(coef, total, sigma)
-    if weights is None:
-        return values[0], widths[0]
     return values, widths
+
+
+def smooth_ece(confidence: np.ndarray, correct: np.ndarray) -> tuple[float, float]:
+    """Smooth ECE of top-label ``confidence`` against ``correct`` (0/1), and its bandwidth."""
+    residual = confidence - correct.astype(np.float64)
+    values, widths = smooth_ece_from_masses(
+        grid_masses(confidence, residual), np.array([float(len(confidence))])
+    )
+    return float(values[0]), float(widths[0])

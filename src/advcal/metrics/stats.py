@@ -23,12 +23,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy import sparse
 
 from advcal.errors import InputError, describe
 from advcal.metrics import bootstrap as boot
 from advcal.metrics.binning import equal_width_bin_index
 from advcal.metrics.report import CalibrationReport, build_report
-from advcal.outputs import OUTPUT_KINDS, as_tensor, check_labels, check_scores, to_log_probs
+from advcal.outputs import LOG_TINY, OUTPUT_KINDS, as_logits64, as_tensor, check_labels, check_scores
 
 # Scores are processed in chunks of about this many elements (32 MB in float64), so memory
 # stays at a few copies of one chunk whatever the size of the input.
@@ -151,7 +152,7 @@ class CalibrationStats:
         for start in range(0, n, rows):
             stop = min(start + rows, n)
             weights = None if seeds is None else boot.poisson_weights(
-                seeds[start:stop], range(self.bootstrap)
+                seeds[start:stop], range(self.bootstrap), samples_first=True
             )
             self._update_chunk(
                 scores_t[start:stop], labels_t[start:stop], keys[start:stop], weights
@@ -187,27 +188,37 @@ class CalibrationStats:
         keys: np.ndarray,
         weights: np.ndarray | None,
     ) -> None:
-        log_probs = to_log_probs(scores, self.inputs)
-        prediction = log_probs.argmax(1)
+        # One fused float64 softmax, in place: e = exp(x - max) with total = sum(e), so that
+        # p = e / total and log p = (x - max) - log(total), as log_softmax computes it. The
+        # largest probability is 1 / total: it never rounds to 1.0 before it must.
+        logits = as_logits64(scores, self.inputs)
         rows = torch.arange(len(labels))
-        log_p_true = log_probs[rows, labels]
-        probs = log_probs.exp()
-        p_true = probs[rows, labels]
+        top, prediction = logits.max(1)
+        log_p_true = logits[rows, labels] - top
+        unnormalised = logits.sub_(top[:, None]).exp_()
+        total = unnormalised.sum(1)
+        log_p_true -= total.log()
+        if self.inputs != "logits":
+            log_p_true.clamp_min_(LOG_TINY)
+        # The same quotient that bins the class-wise cells, so hits and counts agree.
+        p_true = unnormalised[rows, labels] / total
         # Sum over classes of (p_c - 1[c = y])^2, written so 1 - p_y keeps full precision.
-        brier = (probs * probs).sum(1) - p_true * p_true + torch.expm1(log_p_true).square()
+        sum_sq = (torch.linalg.vector_norm(unnormalised, dim=1) / total).square()
+        brier = sum_sq - p_true * p_true + torch.expm1(log_p_true).square()
         self._records.append(
             key=keys,
             label=labels.numpy(),
-            confidence=log_probs[rows, prediction].exp().numpy(),
+            confidence=total.reciprocal().numpy(),
             correct=(prediction == labels).numpy(),
             brier=brier.numpy(),
             nll=(-log_p_true).numpy(),
         )
         if self.classwise:
-            _add_class_cells(self._cells, probs, labels, p_true, self.n_bins, None)
+            _add_class_cells(self._cells, unnormalised, total, labels, p_true, self.n_bins, None)
             if weights is not None:
-                weights_t = torch.from_numpy(weights)
-                _add_class_cells(self._replicate_cells, probs, labels, p_true, self.n_bins, weights_t)
+                _add_class_cells(
+                    self._replicate_cells, unnormalised, total, labels, p_true, self.n_bins, weights
+                )
 
     # ------------------------------------------------------------------ merging
     def merge(self, other: CalibrationStats) -> CalibrationStats:
@@ -381,35 +392,51 @@ def _add_cells(
 
 def _add_class_cells(
     cells: dict[str, torch.Tensor],
-    probs: torch.Tensor,
+    unnormalised: torch.Tensor,
+    total: torch.Tensor,
     labels: torch.Tensor,
     p_true: torch.Tensor,
     n_bins: int,
-    weights: torch.Tensor | None,
+    weights: np.ndarray | None,
 ) -> None:
-    """Add a chunk's class-wise cells: unweighted, or one set per row of ``weights``.
+    """Add a chunk's class-wise cells: unweighted, or one set per column of ``weights``
+    (shape ``(samples, replicates)``).
 
-    Probabilities below 1/n_bins all fall in bin 0 and are the bulk of an ``N x C`` matrix;
-    only the few entries above it (at most ``n_bins`` per row) are binned one by one, and
-    bin 0 gets the rest from the column totals.
+    Probabilities are ``unnormalised / total[:, None]``. Those below 1/n_bins all fall in
+    bin 0 and are the bulk of an ``N x C`` matrix; only the few entries above it (at most
+    ``n_bins`` per row) are binned one by one, and bin 0 gets the rest from column totals.
     """
-    n, n_classes = probs.shape
-    w = torch.ones((1, n), dtype=torch.float64) if weights is None else weights
-    rows, cols = torch.nonzero(probs >= 1.0 / n_bins, as_tuple=True)
-    values = probs[rows, cols]
-    row_w = w[:, rows]
-    bin0 = torch.arange(n_classes) * n_bins
-    sums = {name: torch.zeros((len(w), n_classes * n_bins), dtype=torch.float64) for name in cells}
+    n, n_classes = unnormalised.shape
+    # A hair below the threshold, so rounding never hides an entry that belongs above it;
+    # the exact bin of each candidate is decided below from its probability.
+    candidate = unnormalised >= (total * ((1 - 1e-12) / n_bins))[:, None]
+    rows, cols = torch.nonzero(candidate, as_tuple=True)
+    values = unnormalised[rows, cols] / total[rows]
     cell = cols * n_bins + equal_width_bin_index(values, n_bins)
-    sums["class_count"].index_add_(1, cell, row_w)
-    sums["class_prob"].index_add_(1, cell, row_w * values)
-    sums["class_hits"].index_add_(1, labels * n_bins + equal_width_bin_index(p_true, n_bins), w)
-    sums["class_count"][:, bin0] += w.sum(1, keepdim=True) - sums["class_count"].view(
-        len(w), n_classes, n_bins).sum(2)
-    sums["class_prob"][:, bin0] += w @ probs - sums["class_prob"].view(
-        len(w), n_classes, n_bins).sum(2)
-    for name, total in cells.items():
-        part = sums[name].view(len(w), n_classes, n_bins)
-        if weights is None:
-            part = part[0].round().to(total.dtype) if not total.is_floating_point() else part[0]
-        total += part
+    hit_cell = labels * n_bins + equal_width_bin_index(p_true, n_bins)
+    size = n_classes * n_bins
+    if weights is None:
+        count = torch.bincount(cell, minlength=size).view(n_classes, n_bins)
+        prob = torch.bincount(cell, values, minlength=size).view(n_classes, n_bins)
+        hits = torch.bincount(hit_cell, minlength=size).view(n_classes, n_bins)
+        count[:, 0] += n - count.sum(1)
+        prob[:, 0] += total.reciprocal() @ unnormalised - prob.sum(1)
+    else:
+        # Replicate b's cell sums are a sparse (cells x samples) matrix times weights[:, b].
+        n_replicates = weights.shape[1]
+        count, prob, hits = (
+            torch.from_numpy(
+                (sparse.csr_matrix((entries, (cells_of, of)), shape=(size, n)) @ weights).T
+            ).reshape(n_replicates, n_classes, n_bins)
+            for entries, cells_of, of in (
+                (np.ones(len(cell)), cell.numpy(), rows.numpy()),
+                (values.numpy(), cell.numpy(), rows.numpy()),
+                (np.ones(n), hit_cell.numpy(), np.arange(n)),
+            )
+        )
+        scaled = torch.from_numpy(weights) / total[:, None]
+        count[..., 0] += torch.from_numpy(weights.sum(0))[:, None] - count.sum(2)
+        prob[..., 0] += scaled.T @ unnormalised - prob.sum(2)
+    cells["class_count"] += count
+    cells["class_prob"] += prob
+    cells["class_hits"] += hits

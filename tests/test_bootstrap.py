@@ -1,0 +1,111 @@
+"""Bootstrap intervals: seeded, local randomness only, statistically sound."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from advcal.metrics import CalibrationStats, calibration_report
+from advcal.metrics.bootstrap import poisson_weights, sample_seeds, weight_blocks
+from advcal.metrics.stats import _add_class_cells, _empty_cells
+from conftest import make_predictions
+
+
+def test_same_seed_same_intervals_and_no_global_rng_touched(predictions):
+    logits, labels = predictions
+    # The legacy global numpy state is exactly what must stay untouched.
+    torch_state, numpy_state = torch.random.get_rng_state(), np.random.get_state()  # noqa: NPY002
+    first = calibration_report(logits, labels, bootstrap=50, seed=11, smooth=True)
+    second = calibration_report(logits, labels, bootstrap=50, seed=11, smooth=True)
+    assert first.intervals == second.intervals
+    assert torch.equal(torch.random.get_rng_state(), torch_state)
+    assert np.random.get_state()[1].tolist() == numpy_state[1].tolist()  # noqa: NPY002
+    other = calibration_report(logits, labels, bootstrap=50, seed=12)
+    assert other.intervals["ece"] != first.intervals["ece"]
+
+
+def test_every_scalar_has_an_interval_around_its_value(predictions):
+    logits, labels = predictions
+    report = calibration_report(logits, labels, bootstrap=200, smooth=True)
+    assert set(report.intervals) == set(report)
+    for key, (low, high) in report.intervals.items():
+        assert low <= high, key
+        # Percentile intervals of biased statistics (ECE) may sit beside the estimate, but
+        # never far from it.
+        assert low - 0.05 <= report[key] <= high + 0.05, key
+
+
+def test_accuracy_interval_has_the_binomial_width():
+    logits, labels = make_predictions(20000, 10, seed=1)
+    report = calibration_report(logits, labels, bootstrap=400, seed=0)
+    p = report["accuracy"]
+    low, high = report.intervals["accuracy"]
+    expected = 2 * 1.959964 * math.sqrt(p * (1 - p) / 20000)
+    assert high - low == pytest.approx(expected, rel=0.15)
+
+
+def test_poisson_weights_are_poisson_one_and_tied_to_sample_keys():
+    keys = np.arange(200_000)
+    weights = np.concatenate(list(weight_blocks(sample_seeds(5, keys), 20)))
+    assert weights.shape == (20, 200_000)
+    counts = np.bincount(weights.astype(int).ravel(), minlength=6)[:6] / weights.size
+    expected = [math.exp(-1) / math.factorial(k) for k in range(6)]
+    np.testing.assert_allclose(counts, expected, atol=2e-3)
+    assert abs(np.corrcoef(weights[0], weights[1])[0, 1]) < 0.01
+    # The weights of samples 1000..1999 do not depend on which other samples are present.
+    subset = poisson_weights(sample_seeds(5, keys[1000:2000]), range(3, 9))
+    np.testing.assert_array_equal(subset, weights[3:9, 1000:2000])
+
+
+def test_streamed_classwise_replicates_equal_a_direct_weighted_computation():
+    logits, labels = make_predictions(300, 4, seed=2)
+    stats = CalibrationStats(n_bins=5, bootstrap=7, seed=9)
+    for lo in range(0, 300, 64):
+        stats.update(logits[lo:lo + 64], labels[lo:lo + 64], index=torch.arange(lo, min(lo + 64, 300)))
+    weights = poisson_weights(sample_seeds(9, np.arange(300)), range(7))
+    probs = torch.softmax(logits.double(), 1).numpy()
+    edges = np.linspace(0, 1, 6)
+    for b in range(7):
+        for c in range(4):
+            bins = np.clip(np.searchsorted(edges, probs[:, c], side="right") - 1, 0, 4)
+            for k in range(5):
+                mask = bins == k
+                np.testing.assert_allclose(
+                    float(stats._replicate_cells["class_prob"][b, c, k]),
+                    (weights[b] * probs[:, c] * mask).sum(), atol=1e-10)
+                np.testing.assert_allclose(
+                    float(stats._replicate_cells["class_hits"][b, c, k]),
+                    (weights[b] * (labels.numpy() == c) * mask).sum(), atol=1e-10)
+
+
+def test_unweighted_cells_are_exact_integers():
+    cells = _empty_cells(3, 4, torch.int64, ())
+    probs = torch.softmax(torch.randn(50, 3, dtype=torch.float64), 1)
+    labels = torch.randint(0, 3, (50,))
+    _add_class_cells(cells, probs, torch.ones(50, dtype=torch.float64), labels,
+                     probs[torch.arange(50), labels], 4, None)
+    assert cells["class_count"].dtype == torch.int64
+    assert cells["class_count"].sum(1).tolist() == [50, 50, 50]
+    assert cells["class_hits"].sum().item() == 50
+
+
+@pytest.mark.parametrize("n_classes", [2, 10])
+def test_replicate_path_with_unit_weights_equals_the_point_estimate(n_classes):
+    """Replicates use prefix sums in rank order; with weight 1 everywhere they must give the
+    point estimate, which is computed the plain way."""
+    from advcal.metrics.binning import equal_width_bin_index
+    from advcal.metrics.report import _RankedSamples
+
+    logits, labels = make_predictions(1001, n_classes, seed=6, temperature=0.4)
+    stats = CalibrationStats(n_bins=15).update(logits, labels)
+    point = stats.compute(smooth=True)
+    records = stats._records.joined()
+    bins = equal_width_bin_index(torch.from_numpy(records["confidence"]), 15).numpy()
+    ranked = _RankedSamples(records, bins, 15, smooth=True)
+    cells = {k: v.numpy().astype(np.float64)[None] for k, v in stats._cells.items()}
+    replicate = ranked.scalars(np.ones((1, 1001)), cells)
+    for key, value in point.items():
+        assert replicate[key][0] == pytest.approx(value, abs=1e-10), key
