@@ -122,3 +122,13 @@ def test_log_probs_are_float64_and_never_saturate():
     assert log_probs.dtype == torch.float64
     assert float(torch.softmax(logits, 1)[0, 0]) == 1.0
     assert float(log_probs[0, 0].exp()) < 1.0
+
+
+def test_flat_predictions_with_many_classes():
+    """Every probability below 1/n_bins: the class-wise pass has no entry above bin 0."""
+    logits = torch.zeros(50, 100)
+    labels = torch.arange(50)
+    report = calibration_report(logits, labels)
+    assert report["confidence_mean"] == pytest.approx(0.01)
+    # Each class: one bin holding all 50 samples, probability mass 0.5 against 1 or 0 hits.
+    assert report["sce"] == pytest.approx(0.5 / 50, abs=1e-12)

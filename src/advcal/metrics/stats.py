@@ -31,9 +31,9 @@ from advcal.metrics.binning import equal_width_bin_index
 from advcal.metrics.report import CalibrationReport, build_report
 from advcal.outputs import LOG_TINY, OUTPUT_KINDS, as_logits64, as_tensor, check_labels, check_scores
 
-# Scores are processed in chunks of about this many elements (32 MB in float64), so memory
+# Scores are processed in chunks of about this many elements (8 MB in float64), so memory
 # stays at a few copies of one chunk whatever the size of the input.
-CHUNK_ELEMENTS = 1 << 22
+CHUNK_ELEMENTS = 1 << 20
 
 _RECORD_FIELDS = ("key", "label", "confidence", "correct", "brier", "nll")
 _CELL_FIELDS = ("class_count", "class_prob", "class_hits")
@@ -214,10 +214,10 @@ class CalibrationStats:
             nll=(-log_p_true).numpy(),
         )
         if self.classwise:
-            _add_class_cells(self._cells, unnormalised, total, labels, p_true, self.n_bins, None)
+            _add_class_cells(self._cells, unnormalised, total, labels, self.n_bins, None)
             if weights is not None:
                 _add_class_cells(
-                    self._replicate_cells, unnormalised, total, labels, p_true, self.n_bins, weights
+                    self._replicate_cells, unnormalised, total, labels, self.n_bins, weights
                 )
 
     # ------------------------------------------------------------------ merging
@@ -395,7 +395,6 @@ def _add_class_cells(
     unnormalised: torch.Tensor,
     total: torch.Tensor,
     labels: torch.Tensor,
-    p_true: torch.Tensor,
     n_bins: int,
     weights: np.ndarray | None,
 ) -> None:
@@ -413,30 +412,35 @@ def _add_class_cells(
     rows, cols = torch.nonzero(candidate, as_tuple=True)
     values = unnormalised[rows, cols] / total[rows]
     cell = cols * n_bins + equal_width_bin_index(values, n_bins)
-    hit_cell = labels * n_bins + equal_width_bin_index(p_true, n_bins)
+    # A sample is a hit in the cell of its true class; true-class probabilities that are not
+    # candidates are in bin 0.
+    true = cols == labels[rows]
     size = n_classes * n_bins
     if weights is None:
         count = torch.bincount(cell, minlength=size).view(n_classes, n_bins)
-        prob = torch.bincount(cell, values, minlength=size).view(n_classes, n_bins)
-        hits = torch.bincount(hit_cell, minlength=size).view(n_classes, n_bins)
+        # (bincount of an empty index returns int64 even with float weights: cast.)
+        prob = torch.bincount(cell, values, minlength=size).double().view(n_classes, n_bins)
+        hits = torch.bincount(cell[true], minlength=size).view(n_classes, n_bins)
         count[:, 0] += n - count.sum(1)
         prob[:, 0] += total.reciprocal() @ unnormalised - prob.sum(1)
+        hits[:, 0] += torch.bincount(labels, minlength=n_classes) - hits.sum(1)
     else:
-        # Replicate b's cell sums are a sparse (cells x samples) matrix times weights[:, b].
         n_replicates = weights.shape[1]
-        count, prob, hits = (
-            torch.from_numpy(
-                (sparse.csr_matrix((entries, (cells_of, of)), shape=(size, n)) @ weights).T
-            ).reshape(n_replicates, n_classes, n_bins)
-            for entries, cells_of, of in (
-                (np.ones(len(cell)), cell.numpy(), rows.numpy()),
-                (values.numpy(), cell.numpy(), rows.numpy()),
-                (np.ones(n), hit_cell.numpy(), np.arange(n)),
-            )
-        )
+
+        def weighted(entries: np.ndarray, at: torch.Tensor, of: torch.Tensor, height: int) -> torch.Tensor:
+            """Per replicate: a sparse (height x samples) matrix times that replicate's weights."""
+            matrix = sparse.csr_matrix((entries, (at.numpy(), of.numpy())), shape=(height, n))
+            return torch.from_numpy((matrix @ weights).T.copy())
+
+        shape = (n_replicates, n_classes, n_bins)
+        count = weighted(np.ones(len(cell)), cell, rows, size).view(shape)
+        prob = weighted(values.numpy(), cell, rows, size).view(shape)
+        hits = weighted(np.ones(int(true.sum())), cell[true], rows[true], size).view(shape)
+        members = weighted(np.ones(n), labels, torch.arange(n), n_classes)
         scaled = torch.from_numpy(weights) / total[:, None]
         count[..., 0] += torch.from_numpy(weights.sum(0))[:, None] - count.sum(2)
         prob[..., 0] += scaled.T @ unnormalised - prob.sum(2)
+        hits[..., 0] += members - hits.sum(2)
     cells["class_count"] += count
     cells["class_prob"] += prob
     cells["class_hits"] += hits
