@@ -28,6 +28,7 @@ from netcal.metrics import ECE as NetcalECE
 from torchmetrics.functional.classification import multiclass_calibration_error
 
 import advcal
+from _sections import write_section
 from advcal.metrics import calibration_report
 from advcal.metrics.smooth import smooth_ece
 
@@ -99,7 +100,7 @@ def bench_shape(n: int, n_classes: int, repeats: int) -> list[dict[str, object]]
 
 def render(results: dict[tuple[int, int], list[dict[str, object]]], repeats: int) -> str:
     lines = [
-        "# Benchmarks",
+        "## Calibration metrics",
         "",
         "Made by `python benchmarks/bench_metrics.py` (median of "
         f"{repeats} runs after a warm-up; the bootstrap row is one run).",
@@ -113,7 +114,7 @@ def render(results: dict[tuple[int, int], list[dict[str, object]]], repeats: int
         "",
     ]
     for (n, n_classes), rows in results.items():
-        lines += [f"## {n:,} samples x {n_classes:,} classes", "",
+        lines += [f"### {n:,} samples x {n_classes:,} classes", "",
                   "| what | seconds | ratio | ECE (or smooth ECE) |", "| --- | ---: | ---: | ---: |"]
         for row in rows:
             ratio = "" if row["ratio"] is None else f"{row['ratio']:.2f}x"
@@ -140,9 +141,7 @@ def main() -> None:
         for row in results[(n, n_classes)]:
             ratio = "" if row["ratio"] is None else f"  ratio {row['ratio']:.2f}x"
             print(f"{n}x{n_classes}  {row['what']:<62} {row['time']:8.3f}s{ratio}  value {row['value']:.6f}")
-    text = render(results, args.repeats)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
+    write_section(args.out, "bench_metrics", render(results, args.repeats))
     print(f"Wrote {args.out}")
 
 

@@ -3,9 +3,9 @@
 advcal uses the Poisson bootstrap: in replicate ``b`` sample ``i`` is counted ``w_bi`` times,
 ``w_bi ~ Poisson(1)``. Unlike resampling ``N`` indices, the weight of a sample depends only on
 ``(seed, sample key, b)``, so replicates can be accumulated batch by batch, on any number of
-shards, and merged exactly. The weights come from a counter-based hash (SplitMix64's
-finaliser), never from a global random state: one 64-bit hash gives four replicates' weights
-through a 16-bit inverse-CDF table (each Poisson probability exact to within 2^-16).
+shards, and merged exactly. The weights come from a counter-based hash (:mod:`advcal.rng`),
+never from a global random state: one 64-bit hash gives four replicates' weights through a
+16-bit inverse-CDF table (each Poisson probability exact to within 2^-16).
 """
 
 from __future__ import annotations
@@ -15,13 +15,14 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from advcal.rng import GOLDEN, MIX2, mix64, sample_keys
+
+# Keeps bootstrap weights independent of attack noise drawn with the same seed.
+_BOOTSTRAP_STREAM = 0xB007
+
 # Elements per block of weights (replicates x samples): 4M float64 = 32 MB.
 BLOCK_ELEMENTS = 1 << 22
 _LANES = 4  # 16-bit uniforms per 64-bit hash
-
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
-_MIX2 = np.uint64(0x94D049BB133111EB)
 
 
 def _poisson_table() -> np.ndarray:
@@ -34,23 +35,9 @@ def _poisson_table() -> np.ndarray:
 _TABLE = _poisson_table()
 
 
-def _mix64(z: np.ndarray) -> np.ndarray:
-    """SplitMix64's finaliser: a bijective avalanche mix of 64-bit integers."""
-    with np.errstate(over="ignore"):
-        z = z ^ (z >> np.uint64(30))
-        z *= _MIX1
-        z ^= z >> np.uint64(27)
-        z *= _MIX2
-        z ^= z >> np.uint64(31)
-    return z
-
-
 def sample_seeds(seed: int, keys: np.ndarray) -> np.ndarray:
     """Per-sample 64-bit seeds from the bootstrap seed and each sample's key (its index)."""
-    keys = np.asarray(keys, dtype=np.int64).astype(np.uint64)
-    with np.errstate(over="ignore"):
-        seed_mix = _mix64(np.array([seed], dtype=np.uint64) * _GOLDEN + _GOLDEN)
-        return _mix64(keys * _GOLDEN + seed_mix)
+    return sample_keys(seed, keys, stream=_BOOTSTRAP_STREAM)
 
 
 def poisson_weights(
@@ -63,8 +50,8 @@ def poisson_weights(
     """
     first, last = replicates.start // _LANES, (replicates.stop + _LANES - 1) // _LANES
     with np.errstate(over="ignore"):
-        group = _mix64(np.arange(first, last, dtype=np.uint64) * _MIX2 + _GOLDEN)
-        bits = _mix64(sample_seed[:, None] ^ group[None, :])  # (N, groups)
+        group = mix64(np.arange(first, last, dtype=np.uint64) * MIX2 + GOLDEN)
+        bits = mix64(sample_seed[:, None] ^ group[None, :])  # (N, groups)
     lanes = bits.view(np.uint16).reshape(len(sample_seed), -1)  # (N, groups * lanes)
     if not samples_first:
         lanes = lanes.T

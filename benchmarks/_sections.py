@@ -1,0 +1,26 @@
+"""Each benchmark owns one marked section of docs/benchmarks.md and rewrites only that."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+HEADER = (
+    "# Benchmarks\n\n"
+    "Each section is written by the script it names, on the machine it names; rerun the script "
+    "to refresh it. Times are medians after a warm-up; ratios compare tools in the same run.\n"
+)
+
+
+def write_section(path: Path, name: str, body: str) -> None:
+    """Replace (or append) the section ``name`` of the Markdown file at ``path``."""
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    block = f"{start}\n{body.strip()}\n{end}"
+    text = path.read_text() if path.exists() else HEADER
+    if start in text and end in text:
+        before, rest = text.split(start, 1)
+        after = rest.split(end, 1)[1]
+        text = before + block + after
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
