@@ -6,6 +6,26 @@
 """
 
 from advcal.attacks.base import Attack, AttackResult
+from advcal.attacks.confidence import ConfidenceAttack
+from advcal.attacks.losses import get_loss
 from advcal.attacks.pgd import FGSM, PGD
+from advcal.attacks.registry import available_attacks, get_attack, register_attack
 
-__all__ = ["FGSM", "PGD", "Attack", "AttackResult"]
+register_attack("fgsm", FGSM)
+register_attack("pgd", PGD)
+register_attack("pgd-l2", PGD, norm="l2")
+register_attack("confidence", ConfidenceAttack)
+register_attack("confidence-down", ConfidenceAttack, direction="down")
+register_attack("confidence-up", ConfidenceAttack, direction="up")
+
+__all__ = [
+    "FGSM",
+    "PGD",
+    "Attack",
+    "AttackResult",
+    "ConfidenceAttack",
+    "available_attacks",
+    "get_attack",
+    "get_loss",
+    "register_attack",
+]

@@ -28,7 +28,8 @@ import torch
 from torch import nn
 
 from advcal.attacks.losses import LossFn, get_loss
-from advcal.errors import ConfigError, InputError, describe
+from advcal.checks import check_choice, check_int, check_positive
+from advcal.errors import InputError, describe
 from advcal.models.guard import check_logits, frozen
 from advcal.outputs import as_tensor, check_labels
 
@@ -108,18 +109,12 @@ class Attack:
         precision: str = "float32",
     ) -> None:
         self.eps_values, self.sweep = _eps_list(eps)
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ConfigError(f"seed: expected a non-negative integer, got {seed!r}")
-        if select not in SELECTIONS:
-            raise ConfigError(f"select: expected one of {', '.join(SELECTIONS)}, got {select!r}")
-        if precision not in PRECISIONS:
-            raise ConfigError(f"precision: expected one of {', '.join(PRECISIONS)}, got {precision!r}")
-        self.seed = seed
+        self.seed = check_int(seed, "seed", 0)
         self.loss = loss
-        self.loss_temperature = float(loss_temperature)
+        self.loss_temperature = check_positive(loss_temperature, "loss_temperature")
         self.loss_fn: LossFn = get_loss(loss, self.loss_temperature)
-        self.select = select
-        self.precision = precision
+        self.select = check_choice(select, "select", SELECTIONS)
+        self.precision = check_choice(precision, "precision", PRECISIONS)
 
     # ------------------------------------------------------------------ public
     def params(self) -> dict[str, object]:
@@ -260,13 +255,13 @@ class Attack:
 
 def _eps_list(eps: float | Sequence[float]) -> tuple[tuple[float, ...], bool]:
     if isinstance(eps, str | bytes) or eps is None:
-        raise ConfigError(f"eps: expected a number or a list of numbers, got {eps!r}")
+        raise InputError(f"eps: expected a number or a list of numbers, got {eps!r}")
     values = tuple(eps) if isinstance(eps, Sequence) else (eps,)
     if not values:
-        raise ConfigError("eps: expected at least one value, got an empty list")
+        raise InputError("eps: expected at least one value, got an empty list")
     for value in values:
         if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
-            raise ConfigError(f"eps: expected non-negative numbers, got {value!r}")
+            raise InputError(f"eps: expected non-negative numbers, got {value!r}")
     return tuple(float(v) for v in values), isinstance(eps, Sequence)
 
 

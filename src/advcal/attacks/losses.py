@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import torch
 
+from advcal.checks import check_choice, check_positive
 from advcal.errors import ConfigError
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -52,11 +53,8 @@ LOSSES: dict[str, LossFn] = {"ce": cross_entropy, "margin": margin, "cw": margin
 
 def get_loss(name: str, temperature: float = 1.0) -> LossFn:
     """The loss ``name`` (ce, margin/cw, dlr) applied to ``logits / temperature``."""
-    if name not in LOSSES:
-        raise ConfigError(f"loss: expected one of {', '.join(LOSSES)}, got {name!r}")
-    if not temperature > 0:
-        raise ConfigError(f"loss_temperature: expected a positive number, got {temperature!r}")
-    loss = LOSSES[name]
+    loss = LOSSES[check_choice(name, "loss", tuple(LOSSES))]
+    temperature = check_positive(temperature, "loss_temperature")
     if temperature == 1.0:
         return loss
     return lambda z, y: loss(z / temperature, y)

@@ -9,7 +9,8 @@ from torch import nn
 
 from advcal.attacks.base import Attack, Counter
 from advcal.attacks.geometry import NORMS, ascent_step, project, random_start
-from advcal.errors import ConfigError
+from advcal.checks import check_choice, check_int, check_positive
+from advcal.errors import ConfigError, InputError
 
 
 class PGD(Attack):
@@ -58,19 +59,11 @@ class PGD(Attack):
         else:
             stages = None
         super().__init__(eps, **common)
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise ConfigError(f"steps: expected an integer >= 1, got {steps!r}")
-        if norm not in NORMS:
-            raise ConfigError(f"norm: expected one of {', '.join(NORMS)}, got {norm!r}")
-        if alpha is not None and not alpha > 0:
-            raise ConfigError(f"alpha: expected a positive step size, got {alpha!r}")
-        if isinstance(restarts, bool) or not isinstance(restarts, int) or restarts < 1:
-            raise ConfigError(f"restarts: expected an integer >= 1, got {restarts!r}")
-        self.steps = steps
-        self.alpha = alpha
-        self.norm = norm
-        self.random_start = random_start
-        self.restarts = restarts
+        self.steps = check_int(steps, "steps", 1)
+        self.alpha = None if alpha is None else check_positive(alpha, "alpha")
+        self.norm = check_choice(norm, "norm", NORMS)
+        self.random_start = bool(random_start)
+        self.restarts = check_int(restarts, "restarts", 1)
         self.eps_schedule = stages
 
     def _extra_params(self) -> dict[str, object]:
@@ -161,12 +154,10 @@ def _check_schedule(schedule: Sequence[tuple[float, int]]) -> list[tuple[float, 
         try:
             eps, steps = stage
         except (TypeError, ValueError):
-            raise ConfigError(
+            raise InputError(
                 f"eps_schedule: expected (eps, steps) pairs like [(2/255, 10), (8/255, 30)], got {stage!r}"
             ) from None
-        if not (isinstance(eps, int | float) and eps > 0 and isinstance(steps, int) and steps >= 1):
-            raise ConfigError(f"eps_schedule: expected a positive eps and steps >= 1, got {stage!r}")
-        stages.append((float(eps), steps))
+        stages.append((check_positive(eps, "eps_schedule"), check_int(steps, "eps_schedule", 1)))
     if not stages:
-        raise ConfigError("eps_schedule: expected at least one (eps, steps) stage")
+        raise InputError("eps_schedule: expected at least one (eps, steps) stage")
     return stages

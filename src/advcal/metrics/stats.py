@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from scipy import sparse
 
+from advcal.checks import check_int
 from advcal.errors import InputError, describe
 from advcal.metrics import bootstrap as boot
 from advcal.metrics.binning import equal_width_bin_index
@@ -100,12 +101,12 @@ class CalibrationStats:
         bootstrap: int = 0,
         seed: int = 0,
     ) -> None:
-        _check_positive_int(n_bins, "n_bins", minimum=1)
+        check_int(n_bins, "n_bins", 1)
         if n_classes is not None:
-            _check_positive_int(n_classes, "n_classes", minimum=2)
-        _check_positive_int(bootstrap, "bootstrap", minimum=0)
-        _check_positive_int(seed, "seed", minimum=0)
-        if inputs not in OUTPUT_KINDS:
+            check_int(n_classes, "n_classes", 2)
+        check_int(bootstrap, "bootstrap", 0)
+        check_int(seed, "seed", 0)
+        if inputs not in OUTPUT_KINDS:  # a bad value of a documented argument: InputError
             raise InputError(f"inputs: expected one of {', '.join(OUTPUT_KINDS)}, got {inputs!r}")
         self.n_bins = n_bins
         self.n_classes = n_classes
@@ -348,11 +349,6 @@ class CalibrationStats:
             f"CalibrationStats(n_samples={self.n_samples}, n_classes={self.n_classes}, "
             f"n_bins={self.n_bins}, bootstrap={self.bootstrap})"
         )
-
-
-def _check_positive_int(value: object, name: str, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise InputError(f"{name}: expected an integer >= {minimum}, got {value!r}")
 
 
 def _sorted_by_key(records: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

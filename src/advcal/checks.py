@@ -1,0 +1,30 @@
+"""Argument checks shared across advcal: each names the argument in its error."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from advcal.errors import ConfigError, InputError
+
+
+def check_int(value: object, name: str, minimum: int) -> int:
+    """``value`` as an int of at least ``minimum``, or an InputError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+        raise InputError(f"{name}: expected an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def check_positive(value: object, name: str) -> float:
+    """``value`` as a positive float, or an InputError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise InputError(f"{name}: expected a positive number, got {value!r}")
+    return float(value)
+
+
+def check_choice(value: object, name: str, choices: Sequence[str]) -> str:
+    """``value`` if it is one of ``choices``, or a ConfigError naming ``name``."""
+    if value not in choices:
+        raise ConfigError(f"{name}: expected one of {', '.join(choices)}, got {value!r}")
+    return value
