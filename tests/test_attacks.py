@@ -289,7 +289,10 @@ def test_a_model_returning_probabilities_is_refused(digits_model, batch):
 
 
 def test_registry(digits_model, batch):
-    assert {"fgsm", "pgd", "pgd-l2", "confidence"} <= set(available_attacks())
+    assert {"fgsm", "pgd", "pgd-l2", "apgd", "apgd-ce", "apgd-dlr", "square", "confidence"} <= set(
+        available_attacks()
+    )
+    assert get_attack("apgd-dlr").loss == "dlr" and get_attack("square").loss == "margin"
     attack = get_attack("PGD-L2", eps=0.5, steps=2)
     assert isinstance(attack, PGD) and attack.norm == "l2" and attack.params()["eps"] == 0.5
     with pytest.raises(ConfigError, match="unknown attack 'pgdd'"):

@@ -23,6 +23,17 @@ def check_positive(value: object, name: str) -> float:
     return float(value)
 
 
+def check_fraction(value: object, name: str, *, allow_one: bool = False) -> float:
+    """``value`` in (0, 1) — or (0, 1] with ``allow_one`` — or an InputError naming ``name``."""
+    interval = "(0, 1]" if allow_one else "(0, 1)"
+    if (
+        isinstance(value, bool) or not isinstance(value, int | float)
+        or not (0 < value < 1 or (allow_one and value == 1))
+    ):
+        raise InputError(f"{name}: expected a number in {interval}, got {value!r}")
+    return float(value)
+
+
 def check_choice(value: object, name: str, choices: Sequence[str]) -> str:
     """``value`` if it is one of ``choices``, or a ConfigError naming ``name``."""
     if value not in choices:

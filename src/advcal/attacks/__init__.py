@@ -5,25 +5,33 @@
 >>> sweep = PGD(eps=[2/255, 4/255, 8/255], steps=20)(model, x, y)         # doctest: +SKIP
 """
 
+from advcal.attacks.apgd import APGD
 from advcal.attacks.base import Attack, AttackResult
 from advcal.attacks.confidence import ConfidenceAttack
 from advcal.attacks.losses import get_loss
 from advcal.attacks.pgd import FGSM, PGD
 from advcal.attacks.registry import available_attacks, get_attack, register_attack
+from advcal.attacks.square import Square
 
 register_attack("fgsm", FGSM)
 register_attack("pgd", PGD)
 register_attack("pgd-l2", PGD, norm="l2")
+register_attack("apgd", APGD)
+register_attack("apgd-ce", APGD, loss="ce")
+register_attack("apgd-dlr", APGD, loss="dlr")
+register_attack("square", Square)
 register_attack("confidence", ConfidenceAttack)
 register_attack("confidence-down", ConfidenceAttack, direction="down")
 register_attack("confidence-up", ConfidenceAttack, direction="up")
 
 __all__ = [
+    "APGD",
     "FGSM",
     "PGD",
     "Attack",
     "AttackResult",
     "ConfidenceAttack",
+    "Square",
     "available_attacks",
     "get_attack",
     "get_loss",

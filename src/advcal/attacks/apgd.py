@@ -14,7 +14,7 @@ from torch import nn
 
 from advcal.attacks.base import Attack, Counter
 from advcal.attacks.geometry import NORMS, ascent_step, project, random_start
-from advcal.errors import ConfigError
+from advcal.checks import check_choice, check_fraction, check_int
 
 #: The momentum weight α of Algorithm 1 (the paper fixes it to 0.75).
 MOMENTUM = 0.75
@@ -114,6 +114,10 @@ class APGD(Attack):
     misclassified: the attack keeps maximising the loss, so the confidence it reaches is the
     attack's, not the first point that crossed the boundary.
 
+    The schedule follows the paper's text, which the authors' code approximates: checkpoints
+    are ``ceil(p_j·steps)`` exactly, condition 1 is a strict ``<``, and condition 2 already
+    applies at the first checkpoint (the best loss compared with ``f(x0)``).
+
     Cost: ``steps`` forward and backward passes per restart (one per step, the loss and its
     gradient at ``x_0 … x_{steps−1}``); ``select="final"`` adds one forward pass per restart to
     evaluate the last iterate ``x_steps``.
@@ -133,18 +137,10 @@ class APGD(Attack):
         **common: object,
     ) -> None:
         super().__init__(eps, **common)
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise ConfigError(f"steps: expected an integer >= 1, got {steps!r}")
-        if norm not in NORMS:
-            raise ConfigError(f"norm: expected one of {', '.join(NORMS)}, got {norm!r}")
-        if isinstance(restarts, bool) or not isinstance(restarts, int) or restarts < 1:
-            raise ConfigError(f"restarts: expected an integer >= 1, got {restarts!r}")
-        if isinstance(rho, bool) or not isinstance(rho, int | float) or not 0 < rho < 1:
-            raise ConfigError(f"rho: expected a number strictly between 0 and 1, got {rho!r}")
-        self.steps = steps
-        self.norm = norm
-        self.restarts = restarts
-        self.rho = float(rho)
+        self.steps = check_int(steps, "steps", 1)
+        self.norm = check_choice(norm, "norm", NORMS)
+        self.restarts = check_int(restarts, "restarts", 1)
+        self.rho = check_fraction(rho, "rho")
         self.random_start = bool(random_start)
 
     def _extra_params(self) -> dict[str, object]:
@@ -169,7 +165,6 @@ class APGD(Attack):
             else:
                 better = run.loss > chosen.loss  # ties keep the earlier restart
                 chosen = APGDRun(*(_where(better, new, old) for new, old in zip(run, chosen, strict=True)))
-        assert chosen is not None
         return chosen.x_adv, chosen.logits
 
     def _run(

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import ClassVar
 
 import torch
 from torch import nn
 
 from advcal.attacks.base import Attack, Counter
-from advcal.errors import ConfigError, InputError, describe
+from advcal.checks import check_fraction, check_int
+from advcal.errors import InputError, describe
 from advcal.rng import keyed_uniform
 
 # The paper's schedule of the window size: p is halved after each of these iterations of a
@@ -48,9 +50,10 @@ class Square(Attack):
     4. *Stop* querying a sample as soon as it is misclassified: each iteration passes only the
        samples still correctly classified to the model.
 
-    Every proposal stays on the boundary of the ε-ball (clipped to [0, 1]), which is where
-    the paper shows the L∞ optimum's search is most efficient. Samples the model already
-    misclassifies on their clean inputs are returned unchanged, at no cost.
+    Every coordinate of ``delta`` is ``+eps`` or ``-eps`` (before clipping to [0, 1]): the
+    search moves between vertices of the L∞ ball, where the paper argues successful
+    perturbations mostly lie. Samples the model already misclassifies on their clean inputs
+    are returned unchanged, at no cost.
 
     Args:
         eps: L∞ budget (input units) or a list of budgets (one result each).
@@ -81,6 +84,8 @@ class Square(Attack):
 
     name = "square"
     norm = "linf"
+    # Replace a proposal that would not move the point by the opposite signs (see step 2).
+    _avoid_no_ops: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -93,15 +98,9 @@ class Square(Attack):
     ) -> None:
         common.setdefault("loss", "margin")
         super().__init__(eps, **common)
-        if isinstance(queries, bool) or not isinstance(queries, int) or queries < 1:
-            raise ConfigError(f"queries: expected an integer >= 1, got {queries!r}")
-        if isinstance(p_init, bool) or not isinstance(p_init, int | float) or not 0 < p_init <= 1:
-            raise ConfigError(f"p_init: expected a fraction in (0, 1], got {p_init!r}")
-        if isinstance(restarts, bool) or not isinstance(restarts, int) or restarts < 1:
-            raise ConfigError(f"restarts: expected an integer >= 1, got {restarts!r}")
-        self.queries = queries
-        self.p_init = float(p_init)
-        self.restarts = restarts
+        self.queries = check_int(queries, "queries", 1)
+        self.p_init = check_fraction(p_init, "p_init", allow_one=True)
+        self.restarts = check_int(restarts, "restarts", 1)
 
     def _extra_params(self) -> dict[str, object]:
         return {"queries": self.queries, "p_init": self.p_init, "restarts": self.restarts}
@@ -116,6 +115,11 @@ class Square(Attack):
         """The side of the square window of proposal ``iteration`` in an ``height x width`` image."""
         s = round(math.sqrt(self.fraction(iteration) * height * width))
         return max(1, min(s, min(height, width) - 1))
+
+    @staticmethod
+    def _corner(u: torch.Tensor, length: int, s: int) -> torch.Tensor:
+        """A window corner from uniforms in [0, 1): each of ``0, ..., length - s`` equally likely."""
+        return (u * (length - s + 1)).floor().long().clamp_(max=length - s)
 
     # ------------------------------------------------------------------ attack
     def _check_inputs(
@@ -175,9 +179,7 @@ class Square(Attack):
             s = self.side(iteration, h, w)
             u = keyed_uniform(self.seed, index[idx.cpu()], (2 + c,), stream + 1 + iteration)
             u = u.to(device=x.device, dtype=torch.float64)
-            # Every top-left corner in {0, ..., H - s} x {0, ..., W - s} is equally likely.
-            top = (u[:, 0] * (h - s + 1)).floor().long().clamp_(max=h - s)
-            left = (u[:, 1] * (w - s + 1)).floor().long().clamp_(max=w - s)
+            top, left = self._corner(u[:, 0], h, s), self._corner(u[:, 1], w, s)
             in_rows = (rows >= top[:, None]) & (rows < top[:, None] + s)
             in_cols = (cols >= left[:, None]) & (cols < left[:, None] + s)
             window = in_rows[:, None, :, None] & in_cols[:, None, None, :]
@@ -186,7 +188,7 @@ class Square(Attack):
             delta_new = torch.where(window, eps * signs, delta_cur)
             x_new = (x_cur + delta_new).clamp(0, 1)
             unchanged = (x_new == best_cur).flatten(1).all(1)
-            if bool(unchanged.any()):
+            if self._avoid_no_ops and bool(unchanged.any()):
                 # At most one sign pattern leaves the window unchanged (the two signs of a
                 # pixel never clip to the same value), so the opposite pattern always moves.
                 flip = window & unchanged.view(-1, 1, 1, 1)
