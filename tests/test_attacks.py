@@ -284,8 +284,24 @@ def test_bad_input_is_refused_with_the_argument_named(
 
 def test_a_model_returning_probabilities_is_refused(digits_model, batch):
     x, y = batch
-    with pytest.raises(InputError, match="model: returns probabilities"):
+    with pytest.raises(InputError, match="the model returns probabilities"):
         PGD(eps=0.1)(_Softmaxed(digits_model), x, y)
+
+
+def test_clean_logits_from_the_caller_spare_the_clean_pass(digits_model, batch):
+    x, y = batch
+    calls = []
+    handle = digits_model.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        own = PGD(eps=0.1, steps=3)(digits_model, x, y)
+        n_own = len(calls)
+        given = PGD(eps=0.1, steps=3)(digits_model, x, y, clean_logits=own.clean_logits)
+    finally:
+        handle.remove()
+    assert n_own == 1 + 4 and len(calls) - n_own == 4  # 3 steps + the final iterate
+    assert torch.equal(given.x_adv, own.x_adv)
+    with pytest.raises(InputError, match=r"clean_logits: expected logits of shape \(256"):
+        PGD(eps=0.1)(digits_model, x, y, clean_logits=own.clean_logits[:10])
 
 
 def test_registry(digits_model, batch):

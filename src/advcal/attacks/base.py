@@ -133,17 +133,24 @@ class Attack:
         return out
 
     def __call__(
-        self, model: nn.Module, x: object, y: object, index: object | None = None
+        self, model: nn.Module, x: object, y: object, index: object | None = None,
+        clean_logits: torch.Tensor | None = None,
     ) -> AttackResult | list[AttackResult]:
-        """Attack ``model`` at ``x`` (in [0, 1]) with labels ``y``; one result per ε."""
+        """Attack ``model`` at ``x`` (in [0, 1]) with labels ``y``; one result per ε.
+
+        ``clean_logits``, when the caller already has the model's logits at ``x`` (an audit
+        computes them for the clean metrics), spare the attack its one clean forward pass.
+        """
         x_t, y_t, index_t = self._check_inputs(x, y, index)
         for eps in self.eps_values:
             _check_eps(eps, self.norm, x_t[0].numel())
         results = []
         with frozen(model), self._precision(x_t):
             x_t = x_t.to(torch.float64 if self.precision == "float64" else torch.float32)
-            with torch.no_grad():
-                clean_logits = check_logits(model(x_t), len(x_t)).detach()
+            if clean_logits is None:
+                with torch.no_grad():
+                    clean_logits = model(x_t)
+            clean_logits = check_logits(clean_logits, len(x_t), "clean_logits").detach()
             if int(y_t.max()) >= clean_logits.shape[1]:
                 raise InputError(
                     f"y: class index {int(y_t.max())} is out of range for a model with "

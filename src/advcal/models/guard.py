@@ -51,7 +51,7 @@ def check_logits(output: object, n_samples: int, name: str = "model") -> torch.T
         raise InputError(f"{name}: returned NaN or inf logits")
     if looks_like_probabilities(output.detach()):
         raise InputError(
-            f"{name}: returns probabilities (rows are non-negative and sum to 1), not logits; "
-            "remove the final softmax, or wrap the model so it returns log-probabilities"
+            f"{name}: the model returns probabilities (rows are non-negative and sum to 1), not "
+            "logits; remove the final softmax, or wrap the model so it returns log-probabilities"
         )
     return output
