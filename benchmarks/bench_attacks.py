@@ -44,14 +44,20 @@ def make_model() -> nn.Module:
     return model.eval()
 
 
-def timed(fn: Callable[[], object], repeats: int) -> float:
-    fn()
-    times = []
+def timed_round_robin(runs: dict[str, Callable[[], object]], repeats: int) -> list[tuple[str, float]]:
+    """Median time of each run over ``repeats`` rounds, the runs interleaved within a round.
+
+    Interleaving spreads the machine's drift (frequency, other load) over every tool alike.
+    """
+    for run in runs.values():
+        run()  # warm-up
+    times: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - start)
+    return [(name, statistics.median(values)) for name, values in times.items()]
 
 
 def floor_passes(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int) -> None:
@@ -108,21 +114,21 @@ def bench(steps: int, repeats: int) -> list[tuple[str, float]]:
     generator = torch.Generator().manual_seed(SEED)
     x = torch.rand(BATCH, 3, 32, 32, generator=generator)
     y = torch.randint(0, 10, (BATCH,), generator=generator)
-    floor = timed(lambda: floor_passes(model, x, y, steps), repeats)
-    rows = [("floor: forward+backward w.r.t. the input, x steps", floor)]
     ours = PGD(eps=EPS, steps=steps, alpha=ALPHA)
-    rows.append(("advcal PGD", timed(lambda: ours(model, x, y), repeats)))
     with torch.no_grad():
         clean = model(x)
-    rows.append(("advcal PGD, clean logits given (as the audit calls it)",
-                 timed(lambda: ours(model, x, y, clean_logits=clean), repeats)))
-    for name, run in peers(model, x, y, steps).items():
-        rows.append((name, timed(run, repeats)))
     sweep = PGD(eps=[2 / 255, 4 / 255, 8 / 255], steps=steps, alpha=ALPHA)
-    rows.append(("advcal PGD, sweep of 3 eps in one call", timed(lambda: sweep(model, x, y), repeats)))
     singles = [PGD(eps=e, steps=steps, alpha=ALPHA) for e in (2 / 255, 4 / 255, 8 / 255)]
-    rows.append(("advcal PGD, 3 separate calls", timed(lambda: [a(model, x, y) for a in singles], repeats)))
-    return rows
+    runs: dict[str, Callable[[], object]] = {
+        "floor: forward+backward w.r.t. the input, x steps": lambda: floor_passes(model, x, y, steps),
+        "advcal PGD": lambda: ours(model, x, y),
+        "advcal PGD, clean logits given (as the audit calls it)":
+            lambda: ours(model, x, y, clean_logits=clean),
+        **peers(model, x, y, steps),
+        "advcal PGD, sweep of 3 eps in one call": lambda: sweep(model, x, y),
+        "advcal PGD, 3 separate calls": lambda: [a(model, x, y) for a in singles],
+    }
+    return timed_round_robin(runs, repeats)
 
 
 def render(results: dict[int, list[tuple[str, float]]], repeats: int) -> str:
@@ -137,7 +143,8 @@ def render(results: dict[int, list[tuple[str, float]]], repeats: int) -> str:
     lines = [
         "## Attacks",
         "",
-        f"Made by `python benchmarks/bench_attacks.py` (median of {repeats} runs after a warm-up).",
+        f"Made by `python benchmarks/bench_attacks.py` (median of {repeats} interleaved rounds after "
+        "a warm-up).",
         "",
         f"- Machine: {cpu}, {os.cpu_count()} logical CPUs, torch threads {torch.get_num_threads()}",
         f"- Versions: {', '.join(versions)}",
@@ -167,7 +174,7 @@ def render(results: dict[int, list[tuple[str, float]]], repeats: int) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, nargs="+", default=[10, 20])
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks.md"))
     args = parser.parse_args()
     results = {}

@@ -10,7 +10,7 @@ import torchattacks
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from advcal.attacks import FGSM, PGD, ConfidenceAttack, available_attacks, get_attack
+from advcal.attacks import APGD, FGSM, PGD, ConfidenceAttack, Square, available_attacks, get_attack
 from advcal.errors import ConfigError, InputError
 from advcal.metrics import calibration_report
 from conftest import DigitsCNN
@@ -77,13 +77,13 @@ def test_pgd_with_random_start_matches_torchattacks_robust_accuracy(digits_model
 
 
 # ----------------------------------------------------------------------------- geometry
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(
     eps=st.floats(0.001, 0.5),
     steps=st.integers(1, 4),
     alpha_ratio=st.floats(0.05, 3.0),
     norm=st.sampled_from(["linf", "l2"]),
-    kind=st.sampled_from(["pgd", "fgsm", "confidence"]),
+    kind=st.sampled_from(["pgd", "fgsm", "confidence", "apgd", "square"]),
     seed=st.integers(0, 1000),
 )
 def test_every_adversarial_input_stays_in_its_ball_and_in_unit_range(
@@ -93,7 +93,13 @@ def test_every_adversarial_input_stays_in_its_ball_and_in_unit_range(
     if norm == "l2":
         eps *= 8  # L2 budgets of a 64-pixel image are larger
     alpha = alpha_ratio * eps
-    if kind == "pgd":
+    if kind == "square":
+        norm = "linf"
+        eps = min(eps, 0.5)
+        attack = Square(eps=eps, queries=5 * steps, seed=seed)
+    elif kind == "apgd":
+        attack = APGD(eps=eps, steps=steps, norm=norm, seed=seed)
+    elif kind == "pgd":
         attack = PGD(eps=eps, steps=steps, alpha=alpha, norm=norm, seed=seed)
     elif kind == "fgsm":
         attack = FGSM(eps=eps, norm=norm, seed=seed, random_start=seed % 2 == 0)
