@@ -6,6 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from advcal.models import DigitsCNN
+from advcal.training import train_classifier
+
 
 def make_predictions(
     n: int, n_classes: int, seed: int, temperature: float = 1.0, accuracy_boost: float = 2.0
@@ -29,21 +32,6 @@ def probs64(predictions: tuple[torch.Tensor, torch.Tensor]) -> np.ndarray:
     return torch.softmax(logits.double(), 1).numpy()
 
 
-class DigitsCNN(torch.nn.Module):
-    """A small CNN for 1x8x8 digits, with BatchNorm (so model-state guards are exercised)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.features = torch.nn.Sequential(
-            torch.nn.Conv2d(1, 16, 3, padding=1), torch.nn.BatchNorm2d(16), torch.nn.ReLU(),
-            torch.nn.Conv2d(16, 32, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
-        )
-        self.head = torch.nn.Linear(32 * 4 * 4, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x).flatten(1))
-
-
 @pytest.fixture(scope="session")
 def digits_data() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """scikit-learn's real handwritten digits as 1x8x8 images in [0, 1]: train and test halves."""
@@ -64,10 +52,5 @@ def digits_model(digits_data) -> DigitsCNN:
     with torch.random.fork_rng():
         torch.manual_seed(0)
         model = DigitsCNN()
-        optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
-        for _ in range(15):
-            for batch in torch.randperm(len(x_train)).split(64):
-                optimiser.zero_grad()
-                torch.nn.functional.cross_entropy(model(x_train[batch]), y_train[batch]).backward()
-                optimiser.step()
-    return model.eval()
+    train_classifier(model, x_train, y_train, epochs=15, batch_size=64, lr=3e-3, seed=0)
+    return model

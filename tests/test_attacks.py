@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from advcal.attacks import APGD, FGSM, PGD, ConfidenceAttack, Square, available_attacks, get_attack
 from advcal.errors import ConfigError, InputError
 from advcal.metrics import calibration_report
-from conftest import DigitsCNN
+from advcal.models import DigitsCNN
 
 SUBSET = 256
 

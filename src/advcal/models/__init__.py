@@ -1,6 +1,19 @@
-"""Model guards and wrappers: eval mode, frozen parameters, normalisation, temperature."""
+"""Models: loading from a spec, guards (eval mode, frozen parameters, logits check), wrappers
+(normalisation, temperature) and the built-in reference models."""
 
 from advcal.models.guard import check_logits, frozen
+from advcal.models.loading import BUILTIN_MODELS, load_model, load_weights, parse_normalize
+from advcal.models.reference import DigitsCNN
 from advcal.models.wrappers import Normalized, TemperatureScaled
 
-__all__ = ["Normalized", "TemperatureScaled", "check_logits", "frozen"]
+__all__ = [
+    "BUILTIN_MODELS",
+    "DigitsCNN",
+    "Normalized",
+    "TemperatureScaled",
+    "check_logits",
+    "frozen",
+    "load_model",
+    "load_weights",
+    "parse_normalize",
+]

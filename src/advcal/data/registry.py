@@ -1,0 +1,103 @@
+"""Data sources by spec string (``digits``, ``cifar10:DIR``, ...): parsing, splitting, ``limit``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from advcal.checks import check_int
+from advcal.data import cifar, digits, fashion_mnist, folder, npz, torchvision_source
+from advcal.data.base import SourceKind
+from advcal.data.source import DataSource
+from advcal.data.splits import SPLITS, split_official_train, split_three_way, stratified_order
+from advcal.errors import ConfigError, InputError
+
+KINDS: dict[str, SourceKind] = {
+    kind.name: kind
+    for kind in (
+        digits.KIND,
+        fashion_mnist.KIND,
+        cifar.CIFAR10_KIND,
+        cifar.CIFAR100_KIND,
+        npz.KIND,
+        folder.KIND,
+        torchvision_source.KIND,
+    )
+}
+
+
+def available_sources() -> list[str]:
+    """The spec kinds ``load_data`` understands, in the order the documentation lists them."""
+    return list(KINDS)
+
+
+def _known() -> str:
+    return ", ".join(kind.usage for kind in KINDS.values())
+
+
+def parse_spec(spec: object) -> tuple[SourceKind, str | None, str]:
+    """``(kind, argument, canonical name)`` of a spec such as ``cifar10:/data/cifar``."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise ConfigError(f"data: expected a spec string, got {spec!r}; known kinds: {_known()}")
+    head, sep, argument = spec.strip().partition(":")
+    kind = KINDS.get(head)
+    if kind is None:
+        raise ConfigError(f"data: unknown kind {head!r} in {spec!r}; known kinds: {_known()}")
+    if kind.argument == "none" and sep:
+        raise ConfigError(f"data: {kind.name} takes no argument, got {spec!r}; write {kind.usage}")
+    if kind.argument == "required" and not argument:
+        raise ConfigError(f"data: {kind.name} needs an argument, got {spec!r}; write {kind.usage}")
+    if not argument:
+        return kind, None, kind.name
+    # Paths are normalised ("a/./b/" -> "a/b") but not resolved, so a name stays as portable as
+    # the spec it came from. torchvision's argument is NAME:ROOT: only ROOT is a path.
+    if kind.name == "torchvision":
+        dataset, _, root = argument.partition(":")
+        return kind, argument, f"{kind.name}:{dataset}:{Path(root)}" if root else f"{kind.name}:{argument}"
+    return kind, argument, f"{kind.name}:{Path(argument)}"
+
+
+def _to_unit_float(x: np.ndarray) -> np.ndarray:
+    if x.dtype == np.uint8:
+        out = x.astype(np.float32)
+        out /= np.float32(255)
+        return out
+    return x.astype(np.float32)
+
+
+def load_data(spec: str, split: str = "test", limit: int | None = None) -> DataSource:
+    """Load ``split`` ("train", "calibration" or "test") of the data source ``spec``.
+
+    ``limit`` keeps at most that many samples, the first of the split's fixed stratified order
+    (see :mod:`advcal.data`), returned in index order. Raises ConfigError for an unknown spec and
+    InputError for a bad split, a limit below 1, or a missing or malformed file.
+    """
+    kind, argument, name = parse_spec(spec)
+    if split not in SPLITS:
+        raise InputError(f"split: expected one of {', '.join(SPLITS)}, got {split!r}")
+    if limit is not None:
+        check_int(limit, "limit", 1)
+    if kind.official_test:
+        raw = kind.load(argument, "test" if split == "test" else "train")
+        positions = np.arange(len(raw.y)) if split == "test" else split_official_train(raw.y)[split]
+    else:
+        raw = kind.load(argument, "all")
+        positions = split_three_way(raw.y)[split]
+    if len(positions) == 0:
+        raise InputError(
+            f"split: {name} has no {split!r} samples ({len(raw.y)} samples in all are too few to split)"
+        )
+    index = np.arange(len(positions))
+    if limit is not None and limit < len(positions):
+        index = np.sort(stratified_order(raw.y[positions])[:limit])
+        positions = positions[index]
+    return DataSource(
+        name=name,
+        split=split,
+        x=torch.from_numpy(_to_unit_float(raw.x[positions])),
+        y=torch.from_numpy(raw.y[positions].astype(np.int64)),
+        index=torch.from_numpy(index.astype(np.int64)),
+        classes=list(raw.classes),
+    )

@@ -1,0 +1,140 @@
+"""Loading a model from a spec: a built-in name, ``package.module:factory`` or
+``path/to/file.py:factory``, with optional weights and input normalisation.
+
+Weights are read with safetensors, or — for a PyTorch state dict saved as ``.pt``/``.pth`` —
+with ``torch.load(weights_only=True)``, which refuses pickled code (DESIGN invariant 5).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from advcal.errors import ConfigError, InputError
+from advcal.models.reference import DigitsCNN
+from advcal.models.wrappers import Normalized
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+
+
+@dataclass(frozen=True)
+class BuiltinModel:
+    """A reference model shipped with advcal: its architecture, weights file and data."""
+
+    factory: Callable[[], nn.Module]
+    weights: str
+    data: str
+    description: str
+
+
+BUILTIN_MODELS: dict[str, BuiltinModel] = {
+    "digits-cnn": BuiltinModel(DigitsCNN, "digits-cnn.safetensors", "digits",
+                               "DigitsCNN, standard training"),
+    "digits-cnn-at": BuiltinModel(DigitsCNN, "digits-cnn-at.safetensors", "digits",
+                                  "DigitsCNN, PGD adversarial training"),
+}
+
+
+def load_model(
+    spec: str,
+    weights: str | Path | None = None,
+    normalize: tuple[Sequence[float], Sequence[float]] | None = None,
+) -> nn.Module:
+    """The model named by ``spec``, in eval mode.
+
+    Args:
+        spec: a built-in name (``digits-cnn``, ``digits-cnn-at``), ``package.module:factory``
+            or ``path/to/file.py:factory``; the factory is called without arguments and must
+            return an ``nn.Module`` that outputs logits.
+        weights: a ``.safetensors`` file or a ``.pt``/``.pth`` state dict (read with
+            ``weights_only=True``); built-in models load their shipped weights by default.
+        normalize: ``(mean, std)`` per channel when the model expects normalised inputs; the
+            returned model then takes [0, 1] inputs (:class:`~advcal.models.Normalized`).
+    """
+    if spec in BUILTIN_MODELS:
+        builtin = BUILTIN_MODELS[spec]
+        model = builtin.factory()
+        weights = weights if weights is not None else WEIGHTS_DIR / builtin.weights
+    else:
+        model = _from_factory(spec)
+    if weights is not None:
+        load_weights(model, weights)
+    if normalize is not None:
+        model = Normalized(model, *normalize)
+    return model.eval()
+
+
+def _from_factory(spec: str) -> nn.Module:
+    target, sep, attribute = spec.rpartition(":")
+    if not sep or not target or not attribute:
+        known = ", ".join(BUILTIN_MODELS)
+        raise ConfigError(
+            f"model: {spec!r} is neither a built-in model ({known}) nor 'package.module:factory' "
+            "or 'path/to/file.py:factory'"
+        )
+    if target.endswith(".py"):
+        path = Path(target)
+        if not path.is_file():
+            raise InputError(f"model: {path} does not exist")
+        module_spec = importlib.util.spec_from_file_location(f"advcal_user_model_{path.stem}", path)
+        module = importlib.util.module_from_spec(module_spec)
+        module_spec.loader.exec_module(module)
+    else:
+        try:
+            module = importlib.import_module(target)
+        except ImportError as error:
+            raise InputError(f"model: cannot import {target!r}: {error}") from None
+    factory = getattr(module, attribute, None)
+    if not callable(factory):
+        raise InputError(f"model: {target!r} has no callable {attribute!r}")
+    model = factory()
+    if not isinstance(model, nn.Module):
+        raise InputError(
+            f"model: {spec} returned {type(model).__name__}, expected a torch.nn.Module"
+        )
+    return model
+
+
+def load_weights(model: nn.Module, path: str | Path) -> None:
+    """Load a state dict from ``path`` into ``model`` (strict: every key must match)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"weights: {path} does not exist")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+    elif path.suffix in (".pt", ".pth"):
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:  # weights_only refuses pickled code: say so, in one line
+            raise InputError(f"weights: cannot read {path} as a state dict: {error}") from None
+    else:
+        raise InputError(f"weights: expected a .safetensors, .pt or .pth file, got {path.name!r}")
+    if not isinstance(state, dict):
+        raise InputError(f"weights: {path} holds a {type(state).__name__}, expected a state dict")
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        first = str(error).splitlines()[0]
+        raise InputError(f"weights: {path.name} does not fit the model: {first}") from None
+
+
+def parse_normalize(text: str) -> tuple[list[float], list[float]]:
+    """``"MEAN,STD"`` or ``"M1,M2,M3,S1,S2,S3"`` (per channel) as ``(mean, std)``."""
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise InputError(f"normalize: expected comma-separated numbers MEAN,STD, got {text!r}") from None
+    if len(values) < 2 or len(values) % 2:
+        raise InputError(
+            f"normalize: expected MEAN,STD or per-channel means then stds (an even count), got {text!r}"
+        )
+    half = len(values) // 2
+    return values[:half], values[half:]
