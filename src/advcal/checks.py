@@ -39,3 +39,18 @@ def check_choice(value: object, name: str, choices: Sequence[str]) -> str:
     if value not in choices:
         raise ConfigError(f"{name}: expected one of {', '.join(choices)}, got {value!r}")
     return value
+
+
+def parse_numbers(text: str, name: str) -> list[float]:
+    """Comma-separated numbers, fractions allowed: ``"2/255,4/255,0.1"`` -> floats."""
+    values = []
+    for part in text.split(","):
+        numerator, slash, denominator = part.strip().partition("/")
+        try:
+            value = float(numerator) / (float(denominator) if slash else 1.0)
+        except (ValueError, ZeroDivisionError):
+            raise InputError(
+                f"{name}: expected comma-separated numbers or fractions like 8/255, got {text!r}"
+            ) from None
+        values.append(value)
+    return values

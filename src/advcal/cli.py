@@ -88,6 +88,77 @@ def metrics(
         console.print(f"Wrote {json_path}")
 
 
+@app.command()
+def audit(
+    model: Annotated[
+        list[str] | None,
+        typer.Option(help="Model spec, repeatable: a built-in name, package.module:factory or "
+                          "file.py:factory. Default: digits-cnn and digits-cnn-at."),
+    ] = None,
+    weights: Annotated[
+        list[Path] | None, typer.Option(help="Weights per --model (.safetensors or a .pt state dict).")
+    ] = None,
+    normalize: Annotated[
+        str | None, typer.Option(help="MEAN,STD (or per-channel means then stds) the models expect.")
+    ] = None,
+    data: Annotated[str, typer.Option(
+        help="Data spec: digits, fashion-mnist[:DIR], cifar10:DIR, cifar100:DIR, npz:PATH, "
+             "folder:PATH, torchvision:NAME:ROOT.")] = "digits",
+    split: Annotated[str, typer.Option(help="Split to audit: train, calibration or test.")] = "test",
+    limit: Annotated[int | None, typer.Option(help="Audit at most N samples (stratified).")] = None,
+    eps: Annotated[
+        str | None, typer.Option(help="ε sweep in input units, fractions allowed: 2/255,4/255,8/255.")
+    ] = None,
+    attack: Annotated[
+        str, typer.Option(help="Registered attack: pgd, apgd-ce, apgd-dlr, square, ...")
+    ] = "pgd",
+    steps: Annotated[int | None, typer.Option(help="Attack steps (queries for square).")] = 20,
+    bins: Annotated[int, typer.Option(help="Confidence bins.")] = 15,
+    seed: Annotated[int, typer.Option(help="Seed of attack starts and bootstrap.")] = 0,
+    batch_size: Annotated[int, typer.Option(help="Samples per forward pass.")] = 256,
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap replicates for intervals.")] = 200,
+    profile: Annotated[str, typer.Option(help="Flag thresholds: default, strict or lenient.")] = "default",
+    out: Annotated[Path, typer.Option(help="Output folder for report.json.")] = Path("advcal-report"),
+) -> None:
+    """Audit calibration on clean and adversarial inputs over an ε sweep, with red flags.
+
+    With no options: the shipped digits-cnn and digits-cnn-at on scikit-learn's digits.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from advcal.audit import audit as run_audit
+    from advcal.audit.pipeline import default_epsilons
+    from advcal.checks import parse_numbers
+    from advcal.console import audit_table, flags_table
+    from advcal.data import load_data
+    from advcal.errors import InputError
+    from advcal.models import load_model, parse_normalize
+
+    specs = model or ["digits-cnn", "digits-cnn-at"]
+    if weights and len(weights) != len(specs):
+        raise InputError(f"weights: give one --weights per --model ({len(specs)}), got {len(weights)}")
+    mean_std = parse_normalize(normalize) if normalize else None
+    models = {
+        spec: load_model(spec, weights[i] if weights else None, mean_std) for i, spec in enumerate(specs)
+    }
+    source = load_data(data, split=split, limit=limit)
+    epsilons = parse_numbers(eps, "eps") if eps else default_epsilons(source)
+    params = {} if steps is None else {("queries" if attack == "square" else "steps"): steps}
+    with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=err_console, transient=True) as bar:
+        tasks = {name: bar.add_task(f"auditing {name}", total=len(source)) for name in models}
+        result = run_audit(
+            models, source, epsilons, attack, params, n_bins=bins, bootstrap=bootstrap, seed=seed,
+            batch_size=batch_size, profile=profile,
+            progress=lambda name, done, total: bar.update(tasks[name], completed=done),
+        )
+    console.print(audit_table(result))
+    if any(entry.flags for entry in result.models):
+        console.print(flags_table(result))
+    path = result.to_json(out / "report.json")
+    console.print(f"Wrote {path}")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``advcal`` console script."""
     try:

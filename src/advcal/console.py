@@ -6,6 +6,7 @@ import math
 
 from rich.table import Table
 
+from advcal.audit.result import AuditResult
 from advcal.metrics.report import CalibrationReport
 
 
@@ -46,4 +47,41 @@ def reliability_table(report: CalibrationReport) -> Table:
     ):
         if count:
             table.add_row(f"{low:.3f}–{high:.3f}", str(count), _fmt(conf), _fmt(acc), _fmt(acc - conf))
+    return table
+
+
+_SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
+
+
+def audit_table(result: AuditResult) -> Table:
+    """Models x {clean, each ε}: accuracy, ECE, Brier, NLL (and ΔECE under attack)."""
+    data = result.config["data"]
+    table = Table(title=f"Calibration audit — {data['spec']} ({data['split']})")
+    for name in ("model", "inputs", "accuracy", "ECE", "ΔECE", "Brier", "NLL", "flags"):
+        table.add_column(name, justify="left" if name in ("model", "inputs") else "right")
+    for entry in result.models:
+        rows = [("clean", entry.clean["metrics"], None)]
+        rows += [(f"{a['attack']} ε={a['eps']:.4g}", a["metrics"], a["eps"]) for a in entry.attacks]
+        for i, (label, metrics, eps) in enumerate(rows):
+            flags = [f for f in entry.flags if f["eps"] == eps]
+            worst = max((f["severity"] for f in flags), key=("info", "warning", "error").index, default="")
+            delta = "" if eps is None else f"{metrics['ece'] - entry.clean['metrics']['ece']:+.4f}"
+            table.add_row(
+                entry.name if i == 0 else "", label, _fmt(metrics["accuracy"]), _fmt(metrics["ece"]), delta,
+                _fmt(metrics["brier"]), _fmt(metrics["nll"]),
+                f"[{_SEVERITY_STYLE.get(worst, '')}]{len(flags)}[/]" if flags else "0",
+                end_section=i == len(rows) - 1,
+            )
+    return table
+
+
+def flags_table(result: AuditResult) -> Table:
+    """Every red flag: model, severity, code and its plain sentence."""
+    table = Table(title="Red flags")
+    for name in ("model", "severity", "code", "message"):
+        table.add_column(name)
+    for entry in result.models:
+        for flag in entry.flags:
+            style = _SEVERITY_STYLE[flag["severity"]]
+            table.add_row(entry.name, f"[{style}]{flag['severity']}[/]", flag["code"], flag["message"])
     return table

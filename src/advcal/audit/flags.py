@@ -1,0 +1,197 @@
+"""Red flags: the practitioner's rules of thumb as code, each with a code, a severity, one
+plain sentence and the numbers behind it.
+
+Thresholds come from a profile: ``default`` (the seed's numbers), ``strict`` (medical use:
+a ΔECE of 0.03 already fails) and ``lenient`` (ΔECE up to 0.12 passes).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+from advcal.errors import ConfigError
+from advcal.metrics import CalibrationReport
+
+SEVERITIES = ("info", "warning", "error")
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Every number a flag rule compares against."""
+
+    delta_ece_warning: float = 0.05
+    delta_ece_error: float = 0.10
+    bin_gap: float = 0.15
+    min_slope: float = 0.7
+    collapsed_std: float = 0.05
+    hollow_confidence: float = 0.9
+    hollow_gap: float = 0.15
+    class_ratio: float = 3.0
+    min_class_samples: int = 30
+    min_bin_samples: int = 10
+    narrow_band_std: float = 0.05
+    narrow_band_ece: float = 0.05
+    retrain_ece: float = 0.15
+
+
+PROFILES: dict[str, Thresholds] = {
+    "default": Thresholds(),
+    "strict": Thresholds(delta_ece_warning=0.02, delta_ece_error=0.03, bin_gap=0.10),
+    "lenient": Thresholds(delta_ece_warning=0.08, delta_ece_error=0.12, bin_gap=0.20),
+}
+
+
+def get_profile(name: str) -> Thresholds:
+    """The thresholds of profile ``name`` (default, strict, lenient)."""
+    if name not in PROFILES:
+        raise ConfigError(f"profile: expected one of {', '.join(PROFILES)}, got {name!r}")
+    return PROFILES[name]
+
+
+@dataclass
+class Flag:
+    """One finding: ``code`` (stable, for machines), ``severity``, ``message`` (for people)."""
+
+    code: str
+    severity: str
+    message: str
+    eps: float | None = None
+    evidence: dict[str, object] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def _bins(report: CalibrationReport, limits: Thresholds) -> list[tuple[float, float, int, float, float]]:
+    """(lower, upper, count, confidence, accuracy) of bins holding enough samples to judge."""
+    curve = report.reliability
+    return [
+        (low, high, count, conf, acc)
+        for low, high, count, conf, acc in zip(
+            curve["lower"], curve["upper"], curve["count"], curve["confidence"], curve["accuracy"],
+            strict=True,
+        )
+        if count >= limits.min_bin_samples
+    ]
+
+
+def report_flags(report: CalibrationReport, limits: Thresholds, eps: float | None) -> list[Flag]:
+    """Flags about one set of predictions (clean when ``eps`` is None)."""
+    where = "on clean inputs" if eps is None else f"under attack at eps={eps:g}"
+    flags = []
+    slope = report["reliability_slope"]
+    # A slope through fewer than three well-filled bins says nothing.
+    if math.isfinite(slope) and slope < limits.min_slope and len(_bins(report, limits)) >= 3:
+        flags.append(Flag(
+            "LOW_RELIABILITY_SLOPE", "warning",
+            f"Accuracy tracks confidence poorly {where}: the reliability slope is {slope:.2f} "
+            f"(below {limits.min_slope}).", eps, {"slope": slope},
+        ))
+    std, mean, ece = report["confidence_std"], report["confidence_mean"], report["ece"]
+    if std < limits.narrow_band_std and ece < limits.narrow_band_ece and mean < 0.9:
+        flags.append(Flag(
+            "NARROW_BAND", "warning",
+            f"The low ECE ({ece:.3f}) {where} hides a narrow confidence band (around {mean:.2f}, "
+            f"spread {std:.3f}): the model never says it is sure or unsure.",
+            eps, {"ece": ece, "mean": mean, "std": std},
+        ))
+    elif std < limits.collapsed_std and mean < 0.8:
+        flags.append(Flag(
+            "COLLAPSED_CONFIDENCE", "warning",
+            f"Confidence has collapsed {where}: nearly every prediction sits at {mean:.2f} "
+            f"(spread {std:.3f}) whatever the input, so it carries no signal.",
+            eps, {"mean": mean, "std": std, "ece": ece},
+        ))
+    for low, high, count, conf, acc in _bins(report, limits):
+        if conf >= limits.hollow_confidence and conf - acc > limits.hollow_gap:
+            flags.append(Flag(
+                "CONFIDENCE_HOLLOWING", "error",
+                f"Confidence is hollow {where}: predictions stated at {conf:.0%} are right only "
+                f"{acc:.0%} of the time ({count} samples).", eps,
+                {"bin": [low, high], "count": count, "confidence": conf, "accuracy": acc},
+            ))
+    flags.extend(_class_flags(report, limits, eps, where))
+    return flags
+
+
+def _class_flags(report: CalibrationReport, limits: Thresholds, eps: float | None, where: str) -> list[Flag]:
+    table = report.per_class
+    counts, errors = table["count"], table["ece"]
+    flags = []
+    too_few = [c for c, n in zip(table["class"], counts, strict=True) if 0 < n < limits.min_class_samples]
+    if too_few and eps is None:
+        flags.append(Flag(
+            "FEW_CLASS_SAMPLES", "info",
+            f"{len(too_few)} classes have fewer than {limits.min_class_samples} samples: their "
+            "per-class figures are shown but too noisy to flag.", eps, {"classes": too_few},
+        ))
+    judged = [(c, n, e) for c, n, e in zip(table["class"], counts, errors, strict=True)
+              if n >= limits.min_class_samples and math.isfinite(e)]
+    if len(judged) < 2:
+        return flags
+    mean = sum(e for _, _, e in judged) / len(judged)
+    for c, n, e in judged:
+        if mean > 0 and e > limits.class_ratio * mean and e > 0.05:
+            flags.append(Flag(
+                "CLASS_OUTLIER", "warning",
+                f"Class {c} is far worse calibrated {where}: ECE {e:.3f} against a class average "
+                f"of {mean:.3f} ({n} samples).", eps, {"class": c, "count": n, "ece": e, "mean": mean},
+            ))
+    return flags
+
+
+def comparison_flags(
+    clean: CalibrationReport, attacked: list[tuple[float, CalibrationReport]], limits: Thresholds
+) -> list[Flag]:
+    """Flags comparing clean and adversarial calibration over the ε sweep."""
+    flags = []
+    clean_ece = clean["ece"]
+    if clean_ece > limits.retrain_ece:
+        flags.append(Flag(
+            "RETRAIN_BEFORE_CALIBRATING", "warning",
+            f"Clean ECE is {clean_ece:.3f} (above {limits.retrain_ece}): post-hoc fixes rarely "
+            "rescue this; retrain (e.g. calibration-aware adversarial training) before calibrating.",
+            None, {"ece": clean_ece},
+        ))
+    clean_bins = {round(low, 9): (n, acc) for low, _, n, _, acc in _bins(clean, limits)}
+    jumps = []
+    previous = clean_ece
+    for eps, report in attacked:
+        delta = report["ece"] - clean_ece
+        jumps.append((report["ece"] - previous, eps))
+        previous = report["ece"]
+        if delta > limits.delta_ece_error:
+            severity, verdict = "error", "calibration is broken under attack"
+        elif delta > limits.delta_ece_warning:
+            severity, verdict = "warning", "calibration degrades under attack"
+        else:
+            severity = ""
+        if severity:
+            flags.append(Flag(
+                "ECE_DELTA", severity,
+                f"At eps={eps:g} ECE rises from {clean_ece:.3f} to {report['ece']:.3f} "
+                f"(+{delta:.3f}): {verdict}.", eps,
+                {"clean_ece": clean_ece, "adversarial_ece": report["ece"], "delta": delta},
+            ))
+        for low, high, n, _, acc in _bins(report, limits):
+            if round(low, 9) in clean_bins:
+                n_clean, acc_clean = clean_bins[round(low, 9)]
+                if abs(acc - acc_clean) > limits.bin_gap:
+                    flags.append(Flag(
+                        "BIN_ACCURACY_GAP", "warning",
+                        f"At eps={eps:g}, predictions with confidence {low:.2f}-{high:.2f} are right "
+                        f"{acc:.0%} of the time against {acc_clean:.0%} on clean inputs.", eps,
+                        {"bin": [low, high], "clean_accuracy": acc_clean, "adversarial_accuracy": acc,
+                         "clean_count": n_clean, "adversarial_count": n},
+                    ))
+                    break
+    if len(jumps) >= 2:
+        jump, eps = max(jumps)
+        if jump > 0:
+            flags.append(Flag(
+                "ECE_INFLECTION", "info",
+                f"ECE jumps most on the way to eps={eps:g} (+{jump:.3f}): the model stops being "
+                "trustworthy around there.", eps, {"jump": jump},
+            ))
+    return flags

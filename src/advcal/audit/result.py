@@ -1,0 +1,66 @@
+"""The versioned result of an audit, as the JSON file and the Python API both see it."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from advcal.atomic import write_json_atomic
+
+SCHEMA_VERSION = "0.1"
+# The plain-named metrics every entry of report.json carries (full definitions in
+# docs/metrics.md; fully qualified ids under "ids").
+HEADLINE = ("accuracy", "ece", "ace", "sce", "mce", "ece_l2", "smooth_ece", "brier", "nll",
+            "confidence_mean", "confidence_std", "reliability_slope")
+
+
+@dataclass
+class ModelAudit:
+    """One model's audit: clean and per-ε calibration, deltas, flags."""
+
+    name: str
+    clean: dict[str, object]
+    attacks: list[dict[str, object]]
+    flags: list[dict[str, object]]
+    cost: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass
+class AuditResult:
+    """Everything an audit found; ``to_dict`` is the documented report.json layout."""
+
+    config: dict[str, object]
+    models: list[ModelAudit]
+
+    def to_dict(self) -> dict[str, object]:
+        return _json_safe({
+            "schema_version": SCHEMA_VERSION,
+            "config": self.config,
+            "models": [
+                {"name": m.name, "clean": m.clean, "attacks": m.attacks, "flags": m.flags, "cost": m.cost}
+                for m in self.models
+            ],
+        })
+
+    def to_json(self, path: str | Path) -> Path:
+        """Write report.json atomically (a crash never leaves a half-written file)."""
+        return write_json_atomic(path, self.to_dict())
+
+    def model(self, name: str) -> ModelAudit:
+        """The audit of the model called ``name``."""
+        for entry in self.models:
+            if entry.name == name:
+                return entry
+        raise KeyError(name)
+
+
+def _json_safe(value: object) -> object:
+    """``value`` with every NaN or infinite float replaced by None (JSON has no NaN)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(item) for item in value]
+    return value
