@@ -28,12 +28,14 @@ ProgressFn = Callable[[str, int, int], None]
 
 
 def _summary(report: CalibrationReport) -> dict[str, object]:
+    """The report.json entry of one calibration report: headline metrics by plain name."""
+    full = report.to_dict()
     return {
         "metrics": {key: report[key] for key in HEADLINE if key in report},
         "intervals": {key: list(report.intervals[key]) for key in HEADLINE if key in report.intervals},
         "ids": {key: report.ids[key] for key in HEADLINE if key in report},
-        "reliability": report.to_dict()["reliability"],
-        "per_class": report.to_dict()["per_class"],
+        "reliability": full["reliability"],
+        "per_class": full["per_class"],
     }
 
 
