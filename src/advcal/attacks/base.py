@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -82,7 +83,7 @@ class Counter:
     backward: int = 0
 
 
-class Attack:
+class Attack(ABC):
     """Base class of advcal's attacks. Subclasses implement :meth:`_attack`.
 
     Args:
@@ -180,6 +181,7 @@ class Attack:
         return results if self.sweep else results[0]
 
     # ------------------------------------------------------------------ for subclasses
+    @abstractmethod
     def _attack(
         self,
         model: nn.Module,
@@ -191,7 +193,6 @@ class Attack:
         counter: Counter,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Return adversarial inputs at budget ``eps`` and the model's logits there."""
-        raise NotImplementedError  # pragma: no cover - abstract
 
     def _extra_params(self) -> dict[str, object]:
         return {}
