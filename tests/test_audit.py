@@ -51,6 +51,24 @@ def test_audit_of_the_reference_models(small_audit):
     assert any(f["code"] == "ECE_DELTA" and f["severity"] == "error" for f in standard.flags)
 
 
+def test_per_sample_record_matches_the_metrics(small_audit, tmp_path):
+    path = small_audit.write_samples(tmp_path / "samples.npz")
+    with np.load(path, allow_pickle=False) as archive:
+        samples = {key: archive[key] for key in archive.files}
+    for entry in small_audit.models:
+        label = samples[f"{entry.name}/label"]
+        index = samples[f"{entry.name}/index"]
+        assert len(label) == 180 and len(set(index.tolist())) == 180
+        clean_conf = samples[f"{entry.name}/clean/confidence"]
+        assert clean_conf.mean() == pytest.approx(entry.clean["metrics"]["confidence_mean"], abs=1e-12)
+        for attacked in entry.attacks:
+            key = f"{entry.name}/eps={attacked['eps']:g}"
+            correct = samples[f"{key}/correct"]
+            assert correct.mean() == pytest.approx(attacked["metrics"]["accuracy"], abs=1e-12)
+            assert np.array_equal(correct, samples[f"{key}/prediction"] == label)
+            assert samples[f"{key}/bin"].max() < 15
+
+
 def test_same_seed_same_report(small_audit, tmp_path):
     models = {name: load_model(name) for name in ("digits-cnn", "digits-cnn-at")}
     again = audit(models, load_data("digits", limit=180), [0.1, 0.2], attack_params={"steps": 5},
@@ -83,6 +101,8 @@ def test_cli_audit_end_to_end(tmp_path, capsys):
     assert "digits-cnn-at" in out and "pgd ε=0.1" in out
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["config"]["epsilons"] == [0.05, 0.1, 0.2] and len(report["models"]) == 2
+    with np.load(tmp_path / "samples.npz", allow_pickle=False) as archive:
+        assert "digits-cnn-at/eps=0.2/confidence" in archive.files
 
 
 def test_cli_audit_of_a_user_model_on_npz_data(tmp_path, capsys):

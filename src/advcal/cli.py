@@ -156,7 +156,8 @@ def audit(
     if any(entry.flags for entry in result.models):
         console.print(flags_table(result))
     path = result.to_json(out / "report.json")
-    console.print(f"Wrote {path}")
+    samples = result.write_samples(out / "samples.npz")
+    console.print(f"Wrote {path} and {samples}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -22,9 +23,36 @@ from advcal.checks import check_int
 from advcal.data import DataSource, load_data
 from advcal.errors import InputError
 from advcal.metrics import CalibrationReport, CalibrationStats
+from advcal.metrics.binning import equal_width_bin_index
 from advcal.models import check_logits, frozen
 
 ProgressFn = Callable[[str, int, int], None]
+
+
+class SampleRecords:
+    """Per-sample predictions, confidences and bins, clean and at each ε, for the tails."""
+
+    def __init__(self, n_bins: int) -> None:
+        self.n_bins = n_bins
+        self.parts: dict[str, list[np.ndarray]] = {}
+
+    def add(self, condition: str, logits: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> None:
+        confidence, prediction = torch.softmax(logits.double(), 1).max(1)
+        columns = {
+            "index": index.numpy(),
+            "label": y.numpy(),
+            f"{condition}/prediction": prediction.numpy(),
+            f"{condition}/confidence": confidence.numpy(),
+            f"{condition}/bin": equal_width_bin_index(confidence, self.n_bins).numpy(),
+            f"{condition}/correct": (prediction == y).numpy(),
+        }
+        for name, column in columns.items():
+            if name in ("index", "label") and condition != "clean":
+                continue
+            self.parts.setdefault(name, []).append(column)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {name: np.concatenate(parts) for name, parts in self.parts.items()}
 
 
 def _summary(report: CalibrationReport) -> dict[str, object]:
@@ -119,6 +147,7 @@ def _audit_model(
         return CalibrationStats(n_bins=n_bins, bootstrap=bootstrap, seed=seed)
 
     clean_stats = new_stats()
+    records = SampleRecords(n_bins)
     adversarial = [new_stats() for _ in epsilons]
     clean_time = attack_time = 0.0
     forward = backward = 0
@@ -129,11 +158,13 @@ def _audit_model(
             clean_logits = check_logits(model(x), len(x), f"model {name}")
         forward += 1
         clean_stats.update(clean_logits, y, index=index)
+        records.add("clean", clean_logits, y, index)
         clean_time += time.perf_counter() - start
         start = time.perf_counter()
         for stats, result in zip(adversarial, attacker(model, x, y, index=index, clean_logits=clean_logits),
                                  strict=True):
             stats.update(result.logits, y, index=index)
+            records.add(f"eps={result.eps:g}", result.logits, y, index)
             forward += result.forward_passes
             backward += result.backward_passes
         attack_time += time.perf_counter() - start
@@ -162,6 +193,7 @@ def _audit_model(
         clean=_summary(clean),
         attacks=attacks,
         flags=[flag.as_dict() for flag in flags],
+        samples=records.arrays(),
         cost={"forward_passes": forward, "backward_passes": backward,
               "seconds": {"clean": clean_time, "attack": attack_time, "metrics": metrics_time}},
     )

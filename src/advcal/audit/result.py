@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from advcal.atomic import write_json_atomic
+import numpy as np
+
+from advcal.atomic import write_bytes_atomic, write_json_atomic
 
 SCHEMA_VERSION = "0.1"
 # The plain-named metrics every entry of report.json carries (full definitions in
@@ -23,6 +26,7 @@ class ModelAudit:
     clean: dict[str, object]
     attacks: list[dict[str, object]]
     flags: list[dict[str, object]]
+    samples: dict[str, np.ndarray] = field(default_factory=dict)
     cost: dict[str, object] = field(default_factory=dict)
 
 
@@ -46,6 +50,18 @@ class AuditResult:
     def to_json(self, path: str | Path) -> Path:
         """Write report.json atomically (a crash never leaves a half-written file)."""
         return write_json_atomic(path, self.to_dict())
+
+    def write_samples(self, path: str | Path) -> Path:
+        """Write the per-sample record of every model as one ``.npz`` (no pickle).
+
+        Keys are ``<model>/index``, ``<model>/label`` and, for ``clean`` and each
+        ``eps=<value>``, ``<model>/<condition>/{prediction,confidence,bin,correct}``.
+        """
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, **{
+            f"{entry.name}/{key}": value for entry in self.models for key, value in entry.samples.items()
+        })
+        return write_bytes_atomic(path, buffer.getvalue())
 
     def model(self, name: str) -> ModelAudit:
         """The audit of the model called ``name``."""
