@@ -159,7 +159,7 @@ def binned_errors(count: np.ndarray, conf_sum: np.ndarray, correct_sum: np.ndarr
 
 def _point_scalars(
     records: dict[str, np.ndarray],
-    bins: np.ndarray,
+    top_cells: tuple[np.ndarray, np.ndarray, np.ndarray],
     class_cells: dict[str, np.ndarray] | None,
     n_bins: int,
     smooth: bool,
@@ -175,8 +175,7 @@ def _point_scalars(
         "nll": records["nll"].mean(),
     }
     out["confidence_gap"] = out["confidence_mean"] - out["accuracy"]
-    cells = (np.bincount(bins, weights, n_bins) for weights in (None, confidence, correct))
-    out.update({key: value.item() for key, value in binned_errors(*cells).items()})
+    out.update({key: value.item() for key, value in binned_errors(*top_cells).items()})
     mass = equal_mass_bin_sums(sorted_by_rank(confidence, correct), n_bins)
     out["ace"] = np.abs(mass[1] - mass[0]).sum() / n
     if class_cells is not None:
@@ -300,8 +299,13 @@ def build_report(
     n = len(confidence)
     bins = equal_width_bin_index(torch.from_numpy(confidence), n_bins).numpy()
     point_cells = None if cells is None else {k: v.numpy().astype(np.float64) for k, v in cells.items()}
+    # Per equal-width bin: count, confidence sum, correct count (reused by the reliability curve).
+    count, conf_sum, correct_sum = (
+        np.bincount(bins, weights, n_bins)
+        for weights in (None, confidence, correct.astype(np.float64))
+    )
     catalogue = metric_catalogue(n_bins)
-    point = _point_scalars(records, bins, point_cells, n_bins, smooth)
+    point = _point_scalars(records, (count, conf_sum, correct_sum), point_cells, n_bins, smooth)
     values = {key: point[key] for key in catalogue if key in point}
 
     intervals: dict[str, tuple[float, float]] = {}
@@ -321,10 +325,6 @@ def build_report(
             replicates = np.concatenate([block[key] for block in blocks])
             intervals[key] = boot.percentile_interval(replicates, ci)
 
-    count, conf_sum, correct_sum = (
-        np.bincount(bins, weights, n_bins)
-        for weights in (None, confidence, correct.astype(np.float64))
-    )
     with np.errstate(invalid="ignore", divide="ignore"):
         reliability = {
             "lower": bin_edges(n_bins)[:-1].tolist(),
