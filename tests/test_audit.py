@@ -11,11 +11,11 @@ import pytest
 import torch
 
 import advcal
-from advcal.audit import PROFILES, audit
-from advcal.audit.flags import comparison_flags, report_flags
+from advcal.audit import PROFILES, audit, report_schema
+from advcal.audit.flags import abstention_flags, comparison_flags, report_flags
 from advcal.cli import main
 from advcal.data import load_data
-from advcal.metrics import calibration_report
+from advcal.metrics import CalibrationStats, calibration_report, paired_change
 from advcal.models import load_model
 
 LIMITS = PROFILES["default"]
@@ -30,7 +30,7 @@ def small_audit():
 
 def test_audit_of_the_reference_models(small_audit):
     result = small_audit.to_dict()
-    assert result["schema_version"] == "0.1"
+    assert result["schema_version"] == "0.2"
     assert result["config"]["seed"] == 3 and result["config"]["epsilons"] == [0.1, 0.2]
     assert result["config"]["attack"]["attack"] == "pgd" and result["config"]["attack"]["steps"] == 5
     assert [m["name"] for m in result["models"]] == ["digits-cnn", "digits-cnn-at"]
@@ -49,6 +49,38 @@ def test_audit_of_the_reference_models(small_audit):
     standard, adversarial = small_audit.models
     assert adversarial.attacks[0]["metrics"]["accuracy"] > standard.attacks[0]["metrics"]["accuracy"]
     assert any(f["code"] == "ECE_DELTA" and f["severity"] == "error" for f in standard.flags)
+
+
+def test_report_json_follows_its_shipped_schema(small_audit, tmp_path):
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = report_schema()
+    jsonschema.Draft202012Validator.check_schema(schema)
+    document = json.loads(small_audit.to_json(tmp_path / "report.json").read_text())
+    jsonschema.validate(document, schema)
+    assert schema["properties"]["schema_version"]["const"] == document["schema_version"]
+    broken = json.loads(json.dumps(document))
+    broken["models"][0]["flags"].append({"code": "X", "severity": "fatal", "message": "m", "eps": None,
+                                         "evidence": {}})
+    with pytest.raises(jsonschema.ValidationError, match="fatal"):
+        jsonschema.validate(broken, schema)
+    del broken["models"][0]["clean"]["metrics"]["ece"]
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(broken, schema)
+
+
+def test_selective_prediction_and_paired_tests_in_the_audit(small_audit):
+    for entry in small_audit.models:
+        clean_selective = entry.clean["selective"]
+        assert 0 <= clean_selective["aurc"] <= 1 and clean_selective["coverage"][-1] == 1.0
+        for attacked in entry.attacks:
+            assert attacked["selective"]["aurc"] >= clean_selective["aurc"] - 1e-12
+            abstention = attacked["abstention"]
+            assert abstention["clean_coverage"] >= 0.8 and abstention["n_samples"] == 180
+            for key, test in attacked["paired"].items():
+                assert test["delta"] == pytest.approx(attacked["delta"][key])
+                assert test["significant"] == (test["ci"][0] > 0 or test["ci"][1] < 0)
+    standard = small_audit.model("digits-cnn")
+    assert standard.attacks[-1]["paired"]["ece"]["significant"]  # eps=0.2 breaks it for sure
 
 
 def test_per_sample_record_matches_the_metrics(small_audit, tmp_path):
@@ -239,3 +271,85 @@ def test_retrain_before_calibrating():
     flags = comparison_flags(bad, [], LIMITS)
     assert [f.code for f in flags] == ["RETRAIN_BEFORE_CALIBRATING"]
     assert math.isclose(flags[0].evidence["ece"], bad["ece"])
+
+
+def test_bimodal_confidence():
+    rng = np.random.default_rng(7)
+    confidence = np.concatenate([rng.uniform(0.35, 0.45, 600), rng.uniform(0.93, 0.99, 1400)])
+    split = calibration_report(*built(confidence, rng.uniform(size=2000) < confidence))
+    flag = next(f for f in report_flags(split, LIMITS, 0.1) if f.code == "BIMODAL_CONFIDENCE")
+    assert flag.evidence["low_mass"] == pytest.approx(0.3)
+    assert flag.evidence["high_mass"] == pytest.approx(0.7)
+    assert 0.35 < flag.evidence["low_confidence"] < 0.45 and flag.evidence["valley_count"] == 0
+    # One broad mode, or a second "mode" of a handful of samples, is not bimodal.
+    assert "BIMODAL_CONFIDENCE" not in codes(report_flags(calibrated(), LIMITS, None))
+    confidence[:600] = rng.uniform(0.93, 0.99, 600)
+    confidence[:50] = 0.4
+    mostly_one = calibration_report(*built(confidence, rng.uniform(size=2000) < confidence))
+    assert "BIMODAL_CONFIDENCE" not in codes(report_flags(mostly_one, LIMITS, None))
+
+
+def abstention(adv_risk, adv_coverage, n=1000):
+    return {"target_coverage": 0.8, "threshold": 0.9, "clean_risk": 0.02, "clean_coverage": 0.8,
+            "adv_risk": adv_risk, "adv_coverage": adv_coverage, "n_samples": n}
+
+
+def test_abstention_fails_only_when_the_answered_attacked_inputs_are_wrong_more_often():
+    flags = abstention_flags([(0.1, abstention(0.05, 0.5)), (0.2, abstention(0.4, 0.6)),
+                              (0.3, abstention(1.0, 0.005)), (0.4, abstention(math.nan, 0.0))], LIMITS)
+    assert [(f.code, f.eps) for f in flags] == [("ABSTENTION_FAILS", 0.2)]
+    assert "60% of attacked inputs" in flags[0].message and "40%" in flags[0].message
+
+
+def test_an_ece_rise_within_noise_is_info_not_a_warning():
+    # 60 samples whose correctness the "attack" merely redraws (2 points less likely): ECE moves
+    # by chance, here by +0.06, past the 0.05 warning line, but the paired interval holds zero.
+    rng = np.random.default_rng(0)
+    n = 60
+    confidence = rng.uniform(0.5, 0.99, n)
+    labels = rng.integers(0, 4, n)
+
+    def report(correct):
+        stats = CalibrationStats(n_bins=15, bootstrap=200, seed=0)
+        stats.update(*built(confidence, correct, labels), index=torch.arange(n))
+        return stats.compute()
+
+    clean = report(rng.uniform(size=n) < confidence)
+    attacked = report(rng.uniform(size=n) < confidence - 0.05)
+    test = paired_change(clean, attacked, "ece")
+    assert test.delta > LIMITS.delta_ece_warning and not test.significant  # the premise
+    unpaired = comparison_flags(clean, [(0.1, attacked)], LIMITS)
+    assert next(f for f in unpaired if f.code == "ECE_DELTA").severity == "warning"
+    paired = comparison_flags(clean, [(0.1, attacked)], LIMITS, {0.1: {"ece": test}})
+    noisy = next(f for f in paired if f.code == "ECE_DELTA")
+    assert noisy.severity == "info" and "within bootstrap noise" in noisy.message
+    assert noisy.evidence["significant"] is False and noisy.evidence["ci"] == list(test.ci)
+
+
+def test_device_option(tmp_path, capsys):
+    result = audit(load_model("digits-cnn"), load_data("digits", limit=40), [0.1], attack_params={"steps": 1},
+                   bootstrap=0, device="cpu")
+    assert result.config["device"] == "cpu"
+    code, _, err = run(["audit", "--limit", "20", "--steps", "1", "--device", "tpu", "--out", str(tmp_path)],
+                       capsys)
+    assert code == 2 and "device: expected cpu, cuda, cuda:N, mps or auto, got 'tpu'" in err
+    if not torch.cuda.is_available():
+        code, _, err = run(["audit", "--limit", "20", "--device", "cuda", "--out", str(tmp_path)], capsys)
+        assert code == 2 and "CUDA is not available" in err
+
+
+def test_cli_audit_on_a_folder_dataset(tmp_path, capsys):
+    from PIL import Image
+
+    source = load_data("digits", limit=40)
+    for i, (image, label) in enumerate(zip(source.x, source.y, strict=True)):
+        folder = tmp_path / "images" / f"digit{int(label)}"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray((image[0].numpy() * 255).round().astype(np.uint8), mode="L").save(folder / f"{i}.png")
+    code, _, err = run(["audit", "--model", "digits-cnn", "--data", f"folder:{tmp_path / 'images'}",
+                          "--split", "all", "--eps", "0.1", "--steps", "2", "--bootstrap", "0",
+                          "--out", str(tmp_path / "o")], capsys)
+    assert code == 0, err
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert report["config"]["data"]["n_samples"] == 40
+    assert report["models"][0]["clean"]["metrics"]["accuracy"] > 0.9

@@ -117,3 +117,21 @@ def test_console_script_runs_as_a_module(scores_file):
     )
     assert done.returncode == 0, done.stderr
     assert "Calibration of scores.npz" in done.stdout
+
+
+def test_atomic_writes_leave_an_ordinary_file_and_no_temporary(tmp_path):
+    import os
+    import stat
+
+    from advcal.atomic import write_json_atomic
+
+    old = os.umask(0o022)
+    try:
+        path = write_json_atomic(tmp_path / "sub" / "r.json", {"a": 1})
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    assert [p.name for p in path.parent.iterdir()] == ["r.json"]
+    with pytest.raises(ValueError, match="Out of range float"):
+        write_json_atomic(path, {"a": float("nan")})
+    assert path.read_text() == '{\n  "a": 1\n}\n'  # a refused payload leaves the old file

@@ -150,7 +150,7 @@ def test_bad_spec_is_a_config_error(spec, match):
 
 
 def test_bad_split_and_limit_are_input_errors():
-    with pytest.raises(InputError, match="split: expected one of train, calibration, test, got 'val'"):
+    with pytest.raises(InputError, match="split: expected one of train, calibration, test, all, got 'val'"):
         load_data("digits", split="val")
     with pytest.raises(InputError, match="limit: expected an integer >= 1, got 0"):
         load_data("digits", limit=0)
@@ -617,3 +617,19 @@ def test_torchvision_loader_converts_a_dataset_object(tmp_path, monkeypatch):
     assert sizes == [27, 3]
     with pytest.raises(ConfigError, match=r"torchvision\.datasets has no dataset class 'Nope'"):
         load_data(f"torchvision:Nope:{tmp_path}")
+
+
+def test_split_all_takes_every_sample_of_a_source_without_an_official_test_set(tmp_path):
+    x = np.random.default_rng(0).uniform(size=(50, 1, 4, 4)).astype(np.float32)
+    y = np.arange(50) % 5
+    np.savez(tmp_path / "f.npz", x=x, y=y)
+    whole = load_data(f"npz:{tmp_path / 'f.npz'}", "all")
+    assert len(whole) == 50 and np.array_equal(whole.y.numpy(), y)
+    assert np.array_equal(whole.index.numpy(), np.arange(50))
+    assert whole.fingerprint() != load_data(f"npz:{tmp_path / 'f.npz'}", "test").fingerprint()
+    assert len(load_data(f"npz:{tmp_path / 'f.npz'}", "all", limit=10)) == 10
+
+
+def test_split_all_is_refused_where_an_official_test_set_exists(tmp_path):
+    with pytest.raises(InputError, match="has an official test set"):
+        load_data(f"cifar10:{tmp_path}", "all")

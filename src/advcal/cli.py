@@ -104,7 +104,8 @@ def audit(
     data: Annotated[str, typer.Option(
         help="Data spec: digits, fashion-mnist[:DIR], cifar10:DIR, cifar100:DIR, npz:PATH, "
              "folder:PATH, torchvision:NAME:ROOT.")] = "digits",
-    split: Annotated[str, typer.Option(help="Split to audit: train, calibration or test.")] = "test",
+    split: Annotated[str, typer.Option(
+        help="Split to audit: train, calibration, test, or all (a whole npz or folder).")] = "test",
     limit: Annotated[int | None, typer.Option(help="Audit at most N samples (stratified).")] = None,
     eps: Annotated[
         str | None, typer.Option(help="ε sweep in input units, fractions allowed: 2/255,4/255,8/255.")
@@ -118,6 +119,7 @@ def audit(
     batch_size: Annotated[int, typer.Option(help="Samples per forward pass.")] = 256,
     bootstrap: Annotated[int, typer.Option(help="Bootstrap replicates for intervals.")] = 200,
     profile: Annotated[str, typer.Option(help="Flag thresholds: default, strict or lenient.")] = "default",
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N, mps or auto.")] = "cpu",
     out: Annotated[Path, typer.Option(help="Output folder for report.json.")] = Path("advcal-report"),
 ) -> None:
     """Audit calibration on clean and adversarial inputs over an ε sweep, with red flags.
@@ -149,7 +151,7 @@ def audit(
         tasks = {name: bar.add_task(f"auditing {name}", total=len(source)) for name in models}
         result = run_audit(
             models, source, epsilons, attack, params, n_bins=bins, bootstrap=bootstrap, seed=seed,
-            batch_size=batch_size, profile=profile,
+            batch_size=batch_size, profile=profile, device=device,
             progress=lambda name, done, total: bar.update(tasks[name], completed=done),
         )
     console.print(audit_table(result))

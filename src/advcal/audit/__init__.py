@@ -10,10 +10,10 @@ import types
 
 from advcal.audit.flags import PROFILES, Flag, Thresholds, get_profile
 from advcal.audit.pipeline import audit
-from advcal.audit.result import SCHEMA_VERSION, AuditResult, ModelAudit
+from advcal.audit.result import SCHEMA_VERSION, AuditResult, ModelAudit, report_schema
 
 __all__ = ["PROFILES", "SCHEMA_VERSION", "AuditResult", "Flag", "ModelAudit", "Thresholds", "audit",
-           "get_profile"]
+           "get_profile", "report_schema"]
 
 
 class _CallableModule(types.ModuleType):

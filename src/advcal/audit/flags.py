@@ -10,8 +10,11 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
+import numpy as np
+
 from advcal.errors import ConfigError
 from advcal.metrics import CalibrationReport
+from advcal.metrics.paired import PairedChange
 
 SEVERITIES = ("info", "warning", "error")
 
@@ -33,6 +36,10 @@ class Thresholds:
     narrow_band_std: float = 0.05
     narrow_band_ece: float = 0.05
     retrain_ece: float = 0.15
+    bimodal_min_mass: float = 0.10
+    bimodal_valley: float = 0.5
+    abstention_coverage: float = 0.8
+    abstention_gap: float = 0.10
 
 
 PROFILES: dict[str, Thresholds] = {
@@ -111,8 +118,52 @@ def report_flags(report: CalibrationReport, limits: Thresholds, eps: float | Non
                 f"{acc:.0%} of the time ({count} samples).", eps,
                 {"bin": [low, high], "count": count, "confidence": conf, "accuracy": acc},
             ))
+    bimodal = _two_modes(report, limits)
+    if bimodal is not None:
+        flags.append(Flag(
+            "BIMODAL_CONFIDENCE", "warning",
+            f"Confidence splits into two groups {where}: {bimodal['low_mass']:.0%} of predictions "
+            f"around {bimodal['low_confidence']:.2f} and {bimodal['high_mass']:.0%} around "
+            f"{bimodal['high_confidence']:.2f}, few in between; one ECE averages two behaviours, "
+            "so read the reliability diagram.", eps, bimodal,
+        ))
     flags.extend(_class_flags(report, limits, eps, where))
     return flags
+
+
+def _two_modes(report: CalibrationReport, limits: Thresholds) -> dict[str, object] | None:
+    """The two groups of a confidence histogram with a deep valley between them, if any.
+
+    A valley bin splits the histogram when it holds less than ``bimodal_valley`` times the
+    smaller of the highest bins on either side, each side holds at least ``bimodal_min_mass``
+    of the samples and each side's peak bin at least ``min_bin_samples`` samples. Of all such
+    valleys the deepest relative to its peaks is reported.
+    """
+    count = np.asarray(report.reliability["count"], dtype=np.float64)
+    mean_conf = np.asarray(report.reliability["confidence"], dtype=np.float64)
+    conf_sum = count * np.nan_to_num(mean_conf)
+    total = count.sum()
+    best: tuple[float, int] | None = None
+    for v in range(1, len(count) - 1):
+        left, right = count[:v], count[v + 1 :]
+        peak = min(left.max(), right.max())
+        if (peak < limits.min_bin_samples or count[v] >= limits.bimodal_valley * peak
+                or min(left.sum(), right.sum()) < limits.bimodal_min_mass * total):
+            continue
+        depth = count[v] / peak
+        if best is None or depth < best[0]:
+            best = (depth, v)
+    if best is None:
+        return None
+    v = best[1]
+    return {
+        "low_mass": float(count[:v].sum() / total),
+        "low_confidence": float(conf_sum[:v].sum() / count[:v].sum()),
+        "high_mass": float(count[v + 1 :].sum() / total),
+        "high_confidence": float(conf_sum[v + 1 :].sum() / count[v + 1 :].sum()),
+        "valley": [float(report.reliability["lower"][v]), float(report.reliability["upper"][v])],
+        "valley_count": int(count[v]),
+    }
 
 
 def _class_flags(report: CalibrationReport, limits: Thresholds, eps: float | None, where: str) -> list[Flag]:
@@ -142,9 +193,17 @@ def _class_flags(report: CalibrationReport, limits: Thresholds, eps: float | Non
 
 
 def comparison_flags(
-    clean: CalibrationReport, attacked: list[tuple[float, CalibrationReport]], limits: Thresholds
+    clean: CalibrationReport,
+    attacked: list[tuple[float, CalibrationReport]],
+    limits: Thresholds,
+    paired: dict[float, dict[str, PairedChange]] | None = None,
 ) -> list[Flag]:
-    """Flags comparing clean and adversarial calibration over the ε sweep."""
+    """Flags comparing clean and adversarial calibration over the ε sweep.
+
+    With ``paired`` (the paired bootstrap test per ε, see :mod:`advcal.metrics.paired`), an
+    ECE rise above the thresholds whose interval still includes zero is reported as ``info``
+    (within noise), not as a warning or an error.
+    """
     flags = []
     clean_ece = clean["ece"]
     if clean_ece > limits.retrain_ece:
@@ -167,12 +226,21 @@ def comparison_flags(
             severity, verdict = "warning", "calibration degrades under attack"
         else:
             severity = ""
+        test = None if paired is None else paired[eps]["ece"]
+        if severity and test is not None and not test.significant:
+            severity = "info"
+            verdict = (f"within bootstrap noise (paired 95% interval {test.ci[0]:+.3f} to "
+                       f"{test.ci[1]:+.3f}); audit more samples to decide")
         if severity:
+            evidence: dict[str, object] = {
+                "clean_ece": clean_ece, "adversarial_ece": report["ece"], "delta": delta,
+            }
+            if test is not None:
+                evidence.update(ci=list(test.ci), p_value=test.p_value, significant=test.significant)
             flags.append(Flag(
                 "ECE_DELTA", severity,
                 f"At eps={eps:g} ECE rises from {clean_ece:.3f} to {report['ece']:.3f} "
-                f"(+{delta:.3f}): {verdict}.", eps,
-                {"clean_ece": clean_ece, "adversarial_ece": report["ece"], "delta": delta},
+                f"(+{delta:.3f}): {verdict}.", eps, evidence,
             ))
         for low, high, n, _, acc in _bins(report, limits):
             if round(low, 9) in clean_bins:
@@ -193,5 +261,28 @@ def comparison_flags(
                 "ECE_INFLECTION", "info",
                 f"ECE jumps most on the way to eps={eps:g} (+{jump:.3f}): the model stops being "
                 "trustworthy around there.", eps, {"jump": jump},
+            ))
+    return flags
+
+
+def abstention_flags(abstentions: list[tuple[float, dict[str, float]]], limits: Thresholds) -> list[Flag]:
+    """Flags where abstaining on low confidence, tuned on clean data, fails under attack.
+
+    ``abstentions`` holds, per ε, the risk and coverage of answering only inputs at or above
+    the confidence threshold that keeps ``abstention_coverage`` of clean inputs; fewer than
+    ``min_bin_samples`` answered attacked inputs are too few to judge.
+    """
+    flags = []
+    for eps, entry in abstentions:
+        gap = entry["adv_risk"] - entry["clean_risk"]
+        answered = round(entry["adv_coverage"] * entry["n_samples"])
+        if math.isfinite(gap) and gap > limits.abstention_gap and answered >= limits.min_bin_samples:
+            flags.append(Flag(
+                "ABSTENTION_FAILS", "warning",
+                f"Abstaining below confidence {entry['threshold']:.4f} keeps "
+                f"{entry['clean_coverage']:.0%} of clean inputs at {entry['clean_risk']:.1%} error, but at "
+                f"eps={eps:g} it answers {entry['adv_coverage']:.0%} of attacked inputs and "
+                f"{entry['adv_risk']:.0%} of those answers are wrong: a confidence threshold does not "
+                "protect against this attack.", eps, dict(entry),
             ))
     return flags

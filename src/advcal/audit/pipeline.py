@@ -17,13 +17,22 @@ from torch import nn
 
 import advcal
 from advcal.attacks import Attack, get_attack
-from advcal.audit.flags import Thresholds, comparison_flags, get_profile, report_flags
+from advcal.audit.flags import (
+    Thresholds,
+    abstention_flags,
+    comparison_flags,
+    get_profile,
+    report_flags,
+)
 from advcal.audit.result import HEADLINE, AuditResult, ModelAudit
 from advcal.checks import check_int
 from advcal.data import DataSource, load_data
+from advcal.devices import module_device, resolve_device
 from advcal.errors import InputError
 from advcal.metrics import CalibrationReport, CalibrationStats
 from advcal.metrics.binning import equal_width_bin_index
+from advcal.metrics.paired import paired_change
+from advcal.metrics.selective import coverage_threshold, risk_coverage, selective_risk
 from advcal.models import check_logits, frozen
 
 ProgressFn = Callable[[str, int, int], None]
@@ -63,8 +72,13 @@ def _summary(report: CalibrationReport) -> dict[str, object]:
         "intervals": {key: list(report.intervals[key]) for key in HEADLINE if key in report.intervals},
         "ids": {key: report.ids[key] for key in HEADLINE if key in report},
         "reliability": full["reliability"],
+        "histogram": full["histogram"],
         "per_class": full["per_class"],
     }
+
+
+# The changes whose significance the paired bootstrap test reports.
+PAIRED_METRICS = ("ece", "brier", "nll", "accuracy")
 
 
 # ε sweeps that make sense per kind of data (input units): 8x8 and 28x28 greyscale digits and
@@ -90,6 +104,7 @@ def audit(
     seed: int = 0,
     batch_size: int = 256,
     profile: str = "default",
+    device: str | torch.device | None = None,
     progress: ProgressFn | None = None,
 ) -> AuditResult:
     """Audit each model's calibration on ``data``, clean and under ``attack`` at each ε.
@@ -105,6 +120,8 @@ def audit(
             attack's random starts and the bootstrap.
         batch_size: samples per forward pass.
         profile: flag thresholds: ``default``, ``strict`` or ``lenient``.
+        device: where to run (``cpu``, ``cuda``, ``cuda:N``, ``mps``, ``auto``). Each model is
+            moved there for the audit and back afterwards; by default each runs where it is.
         progress: called as ``progress(model_name, samples_done, samples_total)``.
     """
     if isinstance(models, nn.Module):
@@ -117,10 +134,18 @@ def audit(
     limits = get_profile(profile)
     epsilons = [float(e) for e in epsilons]
     attacker = get_attack(attack, eps=epsilons, seed=seed, **dict(attack_params or {}))
+    target = None if device is None else resolve_device(device)
     results = []
+    devices = []
     for name, model in models.items():
-        results.append(_audit_model(name, model, data, attacker, epsilons, n_bins, bootstrap, seed,
-                                    batch_size, limits, progress))
+        home = module_device(model)
+        devices.append(str(target or home))
+        try:
+            model.to(target or home)
+            results.append(_audit_model(name, model, data, attacker, epsilons, n_bins, bootstrap, seed,
+                                        batch_size, limits, progress))
+        finally:
+            model.to(home)
     config = {
         "advcal_version": advcal.__version__,
         "data": {"spec": data.name, "split": data.split, "n_samples": len(data),
@@ -132,6 +157,7 @@ def audit(
         "seed": seed,
         "batch_size": batch_size,
         "profile": profile,
+        "device": devices[0] if len(set(devices)) == 1 else devices,
         "thresholds": vars(limits),
         "models": list(models),
     }
@@ -152,19 +178,22 @@ def _audit_model(
     clean_time = attack_time = 0.0
     forward = backward = 0
     done = 0
+    device = module_device(model)
     for index, x, y in data.batches(batch_size):
         start = time.perf_counter()
+        x_dev, y_dev = x.to(device), y.to(device)
         with frozen(model), torch.no_grad():
-            clean_logits = check_logits(model(x), len(x), f"model {name}")
+            clean_logits = check_logits(model(x_dev), len(x), f"model {name}")
         forward += 1
-        clean_stats.update(clean_logits, y, index=index)
-        records.add("clean", clean_logits, y, index)
+        clean_stats.update(clean_logits.cpu(), y, index=index)
+        records.add("clean", clean_logits.cpu(), y, index)
         clean_time += time.perf_counter() - start
         start = time.perf_counter()
-        for stats, result in zip(adversarial, attacker(model, x, y, index=index, clean_logits=clean_logits),
-                                 strict=True):
-            stats.update(result.logits, y, index=index)
-            records.add(f"eps={result.eps:g}", result.logits, y, index)
+        results = attacker(model, x_dev, y_dev, index=index, clean_logits=clean_logits)
+        for stats, result in zip(adversarial, results, strict=True):
+            logits = result.logits.cpu()
+            stats.update(logits, y, index=index)
+            records.add(f"eps={result.eps:g}", logits, y, index)
             forward += result.forward_passes
             backward += result.backward_passes
         attack_time += time.perf_counter() - start
@@ -174,26 +203,66 @@ def _audit_model(
     start = time.perf_counter()
     clean = clean_stats.compute(smooth=True)
     attacked = [(eps, stats.compute(smooth=True)) for eps, stats in zip(epsilons, adversarial, strict=True)]
-    metrics_time = time.perf_counter() - start
-    flags = report_flags(clean, limits, None)
-    for eps, report in attacked:
-        flags.extend(report_flags(report, limits, eps))
-    flags.extend(comparison_flags(clean, attacked, limits))
+    samples = records.arrays()
+    clean_entry = _summary(clean)
+    clean_entry["selective"] = _selective(samples, "clean")
+    threshold = coverage_threshold(samples["clean/confidence"], limits.abstention_coverage)
+    paired = {eps: {key: paired_change(clean, report, key) for key in PAIRED_METRICS}
+              for eps, report in attacked} if bootstrap else None
     attacks = []
+    abstentions = []
     for eps, report in attacked:
         entry = _summary(report)
         entry.update({
             "attack": attacker.name,
             "eps": eps,
-            "delta": {key: report[key] - clean[key] for key in ("ece", "brier", "nll", "accuracy")},
+            "delta": {key: report[key] - clean[key] for key in PAIRED_METRICS},
+            "selective": _selective(samples, f"eps={eps:g}"),
+            "abstention": _abstention(samples, f"eps={eps:g}", threshold, limits.abstention_coverage),
         })
+        if paired is not None:
+            entry["paired"] = {key: change.to_dict() for key, change in paired[eps].items()}
+        abstentions.append((eps, entry["abstention"]))
         attacks.append(entry)
+    metrics_time = time.perf_counter() - start
+    flags = report_flags(clean, limits, None)
+    for eps, report in attacked:
+        flags.extend(report_flags(report, limits, eps))
+    flags.extend(comparison_flags(clean, attacked, limits, paired))
+    flags.extend(abstention_flags(abstentions, limits))
     return ModelAudit(
         name=name,
-        clean=_summary(clean),
+        clean=clean_entry,
         attacks=attacks,
         flags=[flag.as_dict() for flag in flags],
-        samples=records.arrays(),
+        samples=samples,
         cost={"forward_passes": forward, "backward_passes": backward,
               "seconds": {"clean": clean_time, "attack": attack_time, "metrics": metrics_time}},
     )
+
+
+def _selective(samples: dict[str, np.ndarray], condition: str) -> dict[str, object]:
+    """The risk–coverage curve and AURC of one condition's per-sample record."""
+    curve = risk_coverage(samples[f"{condition}/confidence"], samples[f"{condition}/correct"])
+    return curve.to_dict()
+
+
+def _abstention(
+    samples: dict[str, np.ndarray], condition: str, threshold: float, coverage: float
+) -> dict[str, float | int]:
+    """Abstaining below the confidence that keeps ``coverage`` of clean inputs, under attack."""
+    clean_risk, clean_coverage = selective_risk(
+        samples["clean/confidence"], samples["clean/correct"], threshold
+    )
+    risk, covered = selective_risk(
+        samples[f"{condition}/confidence"], samples[f"{condition}/correct"], threshold
+    )
+    return {
+        "target_coverage": coverage,
+        "threshold": threshold,
+        "clean_risk": clean_risk,
+        "clean_coverage": clean_coverage,
+        "adv_risk": risk,
+        "adv_coverage": covered,
+        "n_samples": len(samples["clean/confidence"]),
+    }

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import io
+import json
 import math
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
 from advcal.atomic import write_bytes_atomic, write_json_atomic
 
-SCHEMA_VERSION = "0.1"
+SCHEMA_VERSION = "0.2"  # bump with src/advcal/audit/schema/report.schema.json and docs/report.md
 # The plain-named metrics every entry of report.json carries (full definitions in
 # docs/metrics.md; fully qualified ids under "ids").
 HEADLINE = ("accuracy", "ece", "ace", "sce", "mce", "ece_l2", "smooth_ece", "brier", "nll",
@@ -69,6 +71,12 @@ class AuditResult:
             if entry.name == name:
                 return entry
         raise KeyError(name)
+
+
+def report_schema() -> dict[str, object]:
+    """The JSON Schema (draft 2020-12) of report.json, shipped in the package."""
+    text = resources.files("advcal.audit").joinpath("schema/report.schema.json").read_text("utf-8")
+    return json.loads(text)
 
 
 def _json_safe(value: object) -> object:

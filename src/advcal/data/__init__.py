@@ -29,7 +29,8 @@ the labels and is the same on every run and machine.
   is the official test set, in file order. ``calibration`` is round(10%), at most 5,000, of the
   official training set, stratified by class; ``train`` is the rest of the training set.
 - Datasets without one (digits, npz, folder): ``calibration`` and ``test`` each take round(20%)
-  of all samples, stratified by class; ``train`` is the remaining 60%.
+  of all samples, stratified by class; ``train`` is the remaining 60%. ``all`` takes every
+  sample, for a file or folder that already is a held-out set.
 
 Stratified means: the split's size is spread over classes in proportion to their sizes by
 largest remainder (ties to the lower label; ``test`` in proportion to what ``calibration`` left),

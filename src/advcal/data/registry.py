@@ -11,7 +11,7 @@ from advcal.checks import check_int
 from advcal.data import cifar, digits, fashion_mnist, folder, npz, torchvision_source
 from advcal.data.base import SourceKind
 from advcal.data.source import DataSource
-from advcal.data.splits import SPLITS, split_official_train, split_three_way, stratified_order
+from advcal.data.splits import SPLITS, WHOLE, split_official_train, split_three_way, stratified_order
 from advcal.errors import ConfigError, InputError
 
 KINDS: dict[str, SourceKind] = {
@@ -68,23 +68,29 @@ def _to_unit_float(x: np.ndarray) -> np.ndarray:
 
 
 def load_data(spec: str, split: str = "test", limit: int | None = None) -> DataSource:
-    """Load ``split`` ("train", "calibration" or "test") of the data source ``spec``.
+    """Load ``split`` ("train", "calibration", "test" or "all") of the data source ``spec``.
+
+    ``all`` is every sample of a source without an official test set (``npz:``, ``folder:``,
+    ``digits``), for data that is already a held-out set.
 
     ``limit`` keeps at most that many samples, the first of the split's fixed stratified order
     (see :mod:`advcal.data`), returned in index order. Raises ConfigError for an unknown spec and
     InputError for a bad split, a limit below 1, or a missing or malformed file.
     """
     kind, argument, name = parse_spec(spec)
-    if split not in SPLITS:
-        raise InputError(f"split: expected one of {', '.join(SPLITS)}, got {split!r}")
+    if split not in (*SPLITS, WHOLE):
+        raise InputError(f"split: expected one of {', '.join((*SPLITS, WHOLE))}, got {split!r}")
     if limit is not None:
         check_int(limit, "limit", 1)
+    if kind.official_test and split == WHOLE:
+        raise InputError(f"split: {name} has an official test set; expected train, calibration or test, "
+                         f"got {split!r}")
     if kind.official_test:
         raw = kind.load(argument, "test" if split == "test" else "train")
         positions = np.arange(len(raw.y)) if split == "test" else split_official_train(raw.y)[split]
     else:
         raw = kind.load(argument, "all")
-        positions = split_three_way(raw.y)[split]
+        positions = np.arange(len(raw.y)) if split == WHOLE else split_three_way(raw.y)[split]
     if len(positions) == 0:
         raise InputError(
             f"split: {name} has no {split!r} samples ({len(raw.y)} samples in all are too few to split)"

@@ -13,6 +13,8 @@ import numpy as np
 from advcal.rng import sample_keys
 
 SPLITS = ("train", "calibration", "test")
+# Every sample of a source without an official test set (a user's own test folder or file).
+WHOLE = "all"
 SEED = 0
 SPLIT_STREAM = 1
 LIMIT_STREAM = 2

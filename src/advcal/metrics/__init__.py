@@ -15,18 +15,24 @@ from advcal.metrics.functional import (
     sce,
     smooth_ece,
 )
+from advcal.metrics.paired import PairedChange, paired_change
 from advcal.metrics.report import CalibrationReport
+from advcal.metrics.selective import RiskCoverage, risk_coverage
 from advcal.metrics.stats import CalibrationStats
 
 __all__ = [
     "CalibrationReport",
     "CalibrationStats",
+    "PairedChange",
+    "RiskCoverage",
     "ace",
     "brier",
     "calibration_report",
     "ece",
     "mce",
     "nll",
+    "paired_change",
+    "risk_coverage",
     "sce",
     "smooth_ece",
 ]

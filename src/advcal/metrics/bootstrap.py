@@ -10,6 +10,7 @@ never from a global random state: one 64-bit hash gives four replicates' weights
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Iterator
 
@@ -77,3 +78,11 @@ def percentile_interval(replicates: np.ndarray, level: float) -> tuple[float, fl
     tail = (1.0 - level) / 2.0
     low, high = np.quantile(finite, [tail, 1.0 - tail])
     return (float(low), float(high))
+
+
+def keys_digest(keys: np.ndarray) -> str:
+    """sha256 of the sorted sample keys: equal digests mean the same samples were scored."""
+    keys = np.ascontiguousarray(keys, dtype=np.int64)
+    if keys.size > 1 and not bool((keys[1:] >= keys[:-1]).all()):  # usually already sorted
+        keys = np.sort(keys)
+    return hashlib.sha256(keys.tobytes()).hexdigest()

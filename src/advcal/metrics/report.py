@@ -80,6 +80,9 @@ class CalibrationReport(Mapping[str, float]):
     ``"mce"``, ``"brier"``, ``"nll"``, ``"accuracy"``, ...) to floats. ``ids`` and
     ``descriptions`` give each key's fully qualified name; ``intervals`` the bootstrap
     percentile intervals; ``reliability``, ``histogram`` and ``per_class`` the arrays.
+    ``replicates`` holds each metric's bootstrap replicate values (not serialised): two
+    reports of the same samples with the same bootstrap seed share their replicate weights,
+    so their replicates pair up (see :func:`advcal.metrics.paired.paired_change`).
     """
 
     scalars: dict[str, float]
@@ -90,6 +93,7 @@ class CalibrationReport(Mapping[str, float]):
     histogram: dict[str, list] = field(default_factory=dict)
     per_class: dict[str, list] = field(default_factory=dict)
     settings: dict[str, object] = field(default_factory=dict)
+    replicates: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     def __getitem__(self, key: str) -> float:
         return self.scalars[key]
@@ -309,6 +313,7 @@ def build_report(
     values = {key: point[key] for key in catalogue if key in point}
 
     intervals: dict[str, tuple[float, float]] = {}
+    replicates: dict[str, np.ndarray] = {}
     if bootstrap:
         ranked = _RankedSamples(records, bins, n_bins, smooth)
         seeds = boot.sample_seeds(seed, ranked.keys)
@@ -322,8 +327,8 @@ def build_report(
             blocks.append(ranked.scalars(weights, block_cells))
             start = stop
         for key in values:
-            replicates = np.concatenate([block[key] for block in blocks])
-            intervals[key] = boot.percentile_interval(replicates, ci)
+            replicates[key] = np.concatenate([block[key] for block in blocks])
+            intervals[key] = boot.percentile_interval(replicates[key], ci)
 
     with np.errstate(invalid="ignore", divide="ignore"):
         reliability = {
@@ -344,6 +349,7 @@ def build_report(
         ids={key: catalogue[key][0] for key in values},
         descriptions={key: catalogue[key][1] for key in values},
         intervals=intervals,
+        replicates=replicates,
         reliability=reliability,
         histogram=histogram,
         per_class=_per_class(label, bins, confidence, correct, point_cells, n_bins, n_classes, n),
@@ -354,6 +360,7 @@ def build_report(
             "n_bins": n_bins,
             "bootstrap": bootstrap,
             "bootstrap_seed": seed,
+            "sample_keys_sha256": boot.keys_digest(records["key"]),
             "ci_level": ci if bootstrap else None,
             "smooth_ece": smooth,
             "bin_rule": "equal-width [k/n, (k+1)/n), last bin closed (confidence 1.0 counted in it)",

@@ -1,0 +1,46 @@
+"""Choosing the torch device an audit runs on, with a clear error when it is not there."""
+
+from __future__ import annotations
+
+import torch
+
+from advcal.errors import ConfigError
+
+_EXPECTED = "expected cpu, cuda, cuda:N, mps or auto"
+
+
+def resolve_device(spec: str | torch.device) -> torch.device:
+    """The device named by ``spec``; ``auto`` picks CUDA, then Apple's MPS, then the CPU."""
+    text = str(spec).strip().lower()
+    if text == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps" if _mps_available() else "cpu")
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise ConfigError(f"device: {_EXPECTED}, got {spec!r}") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ConfigError(f"device: {_EXPECTED}, got {spec!r}, but CUDA is not available here")
+        if device.index is not None and device.index >= count:
+            raise ConfigError(f"device: {_EXPECTED}, got {spec!r}, but only {count} CUDA devices exist")
+    elif device.type == "mps":
+        if not _mps_available():
+            raise ConfigError(f"device: {_EXPECTED}, got {spec!r}, but MPS is not available here")
+    elif device.type != "cpu":
+        raise ConfigError(f"device: {_EXPECTED}, got {spec!r}")
+    return device
+
+
+def module_device(module: torch.nn.Module) -> torch.device:
+    """Where ``module`` lives: the device of its first parameter or buffer (CPU if none)."""
+    for tensor in (*module.parameters(), *module.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
+def _mps_available() -> bool:
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())
