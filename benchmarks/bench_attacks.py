@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -24,7 +23,7 @@ import torch
 from torch import nn
 
 import advcal
-from _sections import write_section
+from _sections import cpu_name, write_section
 from advcal.attacks import PGD
 
 EPS, ALPHA, BATCH, SEED = 8 / 255, 2 / 255, 256, 0
@@ -147,15 +146,13 @@ def render(results: dict[int, list[tuple[str, float]]], repeats: int) -> str:
             versions.append(f"{module} {__import__(module).__version__}")
         except ImportError:
             versions.append(f"{module} not installed")
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
     lines = [
         "## Attacks",
         "",
         f"Made by `python benchmarks/bench_attacks.py` (median of {repeats} interleaved rounds after "
         "a warm-up).",
         "",
-        f"- Machine: {cpu}, {os.cpu_count()} logical CPUs, torch threads {torch.get_num_threads()}",
+        f"- Machine: {cpu_name()}, {os.cpu_count()} logical CPUs, torch threads {torch.get_num_threads()}",
         f"- Versions: {', '.join(versions)}",
         f"- Model: a 3-block CNN with BatchNorm on a batch of {BATCH} 3x32x32 inputs; PGD-L∞, "
         "ε = 8/255, step 2/255, random start. *ratio* = time / floor.",

@@ -28,7 +28,7 @@ from netcal.metrics import ECE as NetcalECE
 from torchmetrics.functional.classification import multiclass_calibration_error
 
 import advcal
-from _sections import write_section
+from _sections import cpu_name, write_section
 from advcal.metrics import calibration_report
 from advcal.metrics.smooth import smooth_ece
 
@@ -53,16 +53,6 @@ def make_inputs(n: int, n_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
     logits = 2.0 * torch.randn(n, n_classes, generator=generator)
     logits[torch.arange(n), labels] += 2.5  # a classifier that is right more often than chance
     return logits, labels
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def bench_shape(n: int, n_classes: int, repeats: int) -> list[dict[str, object]]:

@@ -135,6 +135,14 @@ def test_cli_audit_end_to_end(tmp_path, capsys):
     assert report["config"]["epsilons"] == [0.05, 0.1, 0.2] and len(report["models"]) == 2
     with np.load(tmp_path / "samples.npz", allow_pickle=False) as archive:
         assert "digits-cnn-at/eps=0.2/confidence" in archive.files
+    html = (tmp_path / "report.html").read_text()
+    assert html.count('<img class="figure"') == len(list((tmp_path / "figures").glob("*.png"))) == 10
+    code, _, err = run(["report", str(tmp_path / "report.json"), "--html", str(tmp_path / "again.html")],
+                         capsys)
+    assert code == 0, err
+    assert (tmp_path / "again.html").read_text() == html  # re-rendering the JSON gives the same page
+    code, _, err = run(["report", str(tmp_path / "nosuch.json")], capsys)
+    assert code == 2 and err.strip().startswith("advcal: error: report: expected an existing report.json")
 
 
 def test_cli_audit_of_a_user_model_on_npz_data(tmp_path, capsys):

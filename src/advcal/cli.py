@@ -120,7 +120,9 @@ def audit(
     bootstrap: Annotated[int, typer.Option(help="Bootstrap replicates for intervals.")] = 200,
     profile: Annotated[str, typer.Option(help="Flag thresholds: default, strict or lenient.")] = "default",
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N, mps or auto.")] = "cpu",
-    out: Annotated[Path, typer.Option(help="Output folder for report.json.")] = Path("advcal-report"),
+    out: Annotated[
+        Path, typer.Option(help="Output folder: report.html, report.json, samples.npz, figures/.")
+    ] = Path("advcal-report"),
 ) -> None:
     """Audit calibration on clean and adversarial inputs over an ε sweep, with red flags.
 
@@ -157,9 +159,25 @@ def audit(
     console.print(audit_table(result))
     if any(entry.flags for entry in result.models):
         console.print(flags_table(result))
-    path = result.to_json(out / "report.json")
-    samples = result.write_samples(out / "samples.npz")
-    console.print(f"Wrote {path} and {samples}")
+    with err_console.status("Drawing the report…"):
+        paths = result.save(out)
+    console.print(f"Wrote {paths['html']}, {paths['json']} and {paths['samples']}")
+
+
+@app.command()
+def report(
+    file: Annotated[Path, typer.Argument(help="A report.json written by advcal audit.")],
+    html: Annotated[Path, typer.Option(help="Where to write the HTML report.")] = Path("report.html"),
+    figures: Annotated[
+        Path | None, typer.Option(help="Also write each figure as a PNG into this folder.")
+    ] = None,
+) -> None:
+    """Re-render the HTML report (and figures) from a report.json."""
+    from advcal.report import load_report, write_report
+
+    with err_console.status("Drawing the report…"):
+        path = write_report(load_report(file), html, figures)
+    console.print(f"Wrote {path}")
 
 
 def main(argv: list[str] | None = None) -> None:

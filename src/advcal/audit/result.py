@@ -65,6 +65,25 @@ class AuditResult:
         })
         return write_bytes_atomic(path, buffer.getvalue())
 
+    def to_html(self, path: str | Path, figures_dir: str | Path | None = None) -> Path:
+        """Write the self-contained HTML report (figures inline; also as PNGs in ``figures_dir``)."""
+        from advcal.report import write_report  # matplotlib loads only when a report is drawn
+
+        return write_report(self.to_dict(), path, figures_dir)
+
+    def save(self, folder: str | Path) -> dict[str, Path]:
+        """Write everything an audit produces into ``folder``, each file atomically.
+
+        ``report.json``, ``samples.npz`` (per-sample record), ``report.html`` and
+        ``figures/*.png``; returns their paths by kind.
+        """
+        folder = Path(folder)
+        return {
+            "json": self.to_json(folder / "report.json"),
+            "samples": self.write_samples(folder / "samples.npz"),
+            "html": self.to_html(folder / "report.html", folder / "figures"),
+        }
+
     def model(self, name: str) -> ModelAudit:
         """The audit of the model called ``name``."""
         for entry in self.models:
