@@ -361,3 +361,19 @@ def test_cli_audit_on_a_folder_dataset(tmp_path, capsys):
     report = json.loads((tmp_path / "o" / "report.json").read_text())
     assert report["config"]["data"]["n_samples"] == 40
     assert report["models"][0]["clean"]["metrics"]["accuracy"] > 0.9
+
+
+def test_cli_audit_of_a_model_whose_outputs_do_not_match_the_labels(tmp_path, capsys):
+    (tmp_path / "nets.py").write_text(
+        "from torch import nn\n"
+        "def three_classes():\n    return nn.Sequential(nn.Flatten(), nn.Linear(64, 3))\n"
+        "def flat():\n    return nn.Sequential(nn.Flatten(), nn.Linear(64, 10), nn.Flatten(0))\n"
+    )
+    cases = [("three_classes", "labels: class index 9 is out of range; expected 0 <= label < 3"),
+             ("flat", "expected logits of shape (20, classes >= 2), got (200,)")]
+    for factory, message in cases:
+        code, _, err = run(["audit", "--model", f"{tmp_path / 'nets.py'}:{factory}", "--limit", "20",
+                            "--steps", "1", "--bootstrap", "0", "--out", str(tmp_path / "o")], capsys)
+        lines = err.strip().splitlines()
+        assert code == 2 and len(lines) == 1 and message in lines[0], err
+        assert not (tmp_path / "o" / "report.json").exists()  # nothing half-done left behind
