@@ -15,6 +15,7 @@ from advcal.audit import PROFILES, audit, report_schema
 from advcal.audit.flags import abstention_flags, comparison_flags, report_flags
 from advcal.cli import main
 from advcal.data import load_data
+from advcal.errors import InputError
 from advcal.metrics import CalibrationStats, calibration_report, paired_change
 from advcal.models import load_model
 
@@ -377,3 +378,8 @@ def test_cli_audit_of_a_model_whose_outputs_do_not_match_the_labels(tmp_path, ca
         lines = err.strip().splitlines()
         assert code == 2 and len(lines) == 1 and message in lines[0], err
         assert not (tmp_path / "o" / "report.json").exists()  # nothing half-done left behind
+
+
+def test_repeated_epsilons_are_refused():
+    with pytest.raises(InputError, match=r"epsilons: expected distinct values, got 0\.1, 0\.2, 0\.1"):
+        audit(load_model("digits-cnn"), load_data("digits", limit=20), [0.1, 0.2, 0.1], bootstrap=0)

@@ -133,6 +133,11 @@ def audit(
     check_int(batch_size, "batch_size", 1)
     limits = get_profile(profile)
     epsilons = [float(e) for e in epsilons]
+    # Results and per-sample records are keyed by ε as printed ("eps=0.0313725"): two ε values
+    # that print alike would overwrite each other.
+    labels = [f"{e:g}" for e in epsilons]
+    if len(set(labels)) != len(labels):
+        raise InputError(f"epsilons: expected distinct values, got {', '.join(labels)}")
     attacker = get_attack(attack, eps=epsilons, seed=seed, **dict(attack_params or {}))
     target = None if device is None else resolve_device(device)
     results = []
