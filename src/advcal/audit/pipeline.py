@@ -190,8 +190,9 @@ def _audit_model(
         with frozen(model), torch.no_grad():
             clean_logits = check_logits(model(x_dev), len(x), f"model {name}")
         forward += 1
-        clean_stats.update(clean_logits.cpu(), y, index=index)
-        records.add("clean", clean_logits.cpu(), y, index)
+        clean_on_cpu = clean_logits.cpu()
+        clean_stats.update(clean_on_cpu, y, index=index)
+        records.add("clean", clean_on_cpu, y, index)
         clean_time += time.perf_counter() - start
         start = time.perf_counter()
         results = attacker(model, x_dev, y_dev, index=index, clean_logits=clean_logits)
@@ -212,6 +213,7 @@ def _audit_model(
     clean_entry = _summary(clean)
     clean_entry["selective"] = _selective(samples, "clean")
     threshold = coverage_threshold(samples["clean/confidence"], limits.abstention_coverage)
+    clean_at_threshold = selective_risk(samples["clean/confidence"], samples["clean/correct"], threshold)
     paired = {eps: {key: paired_change(clean, report, key) for key in PAIRED_METRICS}
               for eps, report in attacked} if bootstrap else None
     attacks = []
@@ -223,7 +225,8 @@ def _audit_model(
             "eps": eps,
             "delta": {key: report[key] - clean[key] for key in PAIRED_METRICS},
             "selective": _selective(samples, f"eps={eps:g}"),
-            "abstention": _abstention(samples, f"eps={eps:g}", threshold, limits.abstention_coverage),
+            "abstention": _abstention(samples, f"eps={eps:g}", threshold, clean_at_threshold,
+                                      limits.abstention_coverage),
         })
         if paired is not None:
             entry["paired"] = {key: change.to_dict() for key, change in paired[eps].items()}
@@ -253,12 +256,14 @@ def _selective(samples: dict[str, np.ndarray], condition: str) -> dict[str, obje
 
 
 def _abstention(
-    samples: dict[str, np.ndarray], condition: str, threshold: float, coverage: float
+    samples: dict[str, np.ndarray], condition: str, threshold: float,
+    clean_at_threshold: tuple[float, float], coverage: float,
 ) -> dict[str, float | int]:
-    """Abstaining below the confidence that keeps ``coverage`` of clean inputs, under attack."""
-    clean_risk, clean_coverage = selective_risk(
-        samples["clean/confidence"], samples["clean/correct"], threshold
-    )
+    """Abstaining below the confidence that keeps ``coverage`` of clean inputs, under attack.
+
+    ``clean_at_threshold`` is the clean (risk, coverage) at ``threshold``, shared by every ε.
+    """
+    clean_risk, clean_coverage = clean_at_threshold
     risk, covered = selective_risk(
         samples[f"{condition}/confidence"], samples[f"{condition}/correct"], threshold
     )
