@@ -10,6 +10,20 @@ from advcal.models import DigitsCNN
 from advcal.training import train_classifier
 
 
+def smooth_ece_by_brute_force(
+    confidence: np.ndarray, correct: np.ndarray, sigma: float, weights: np.ndarray | None = None
+) -> float:
+    """(1/N) * integral over [0, 1] of |sum_i w_i K(t, f_i) r_i|, K reflected at 0 and 1, on a fine mesh."""
+    weights = np.ones(len(confidence)) if weights is None else weights
+    t = np.linspace(0, 1, 8001)[:, None]
+    kernel = sum(
+        np.exp(-0.5 * ((t - (sign * confidence[None, :] + shift)) / sigma) ** 2)
+        for shift in (-2, 0, 2) for sign in (1, -1)
+    ) / (np.sqrt(2 * np.pi) * sigma)
+    density = np.abs(kernel @ ((confidence - correct) * weights))
+    return float((density.sum() - 0.5 * (density[0] + density[-1])) / 8000 / weights.sum())
+
+
 def make_predictions(
     n: int, n_classes: int, seed: int, temperature: float = 1.0, accuracy_boost: float = 2.0
 ) -> tuple[torch.Tensor, torch.Tensor]:

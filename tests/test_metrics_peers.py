@@ -16,7 +16,7 @@ from sklearn.metrics import accuracy_score, brier_score_loss, log_loss
 from torchmetrics.functional.classification import multiclass_calibration_error
 
 from advcal.metrics import ace, brier, calibration_report, ece, mce, nll, sce, smooth_ece
-from conftest import make_predictions
+from conftest import make_predictions, smooth_ece_by_brute_force
 
 CASES = [
     (3000, 10, 0, 0.5),   # over-confident
@@ -116,17 +116,6 @@ def test_brier_nll_accuracy_match_scikit_learn(case):
     assert report["confidence_mean"] == pytest.approx(p.max(1).mean(), abs=1e-12)
     assert report["confidence_std"] == pytest.approx(p.max(1).std(), abs=1e-12)
     assert report["confidence_gap"] == pytest.approx(p.max(1).mean() - report["accuracy"], abs=1e-12)
-
-
-def smooth_ece_by_brute_force(confidence: np.ndarray, correct: np.ndarray, sigma: float) -> float:
-    """(1/N) * integral over [0, 1] of |sum_i K(t, f_i) r_i|, K reflected at 0 and 1, on a fine mesh."""
-    t = np.linspace(0, 1, 8001)[:, None]
-    kernel = sum(
-        np.exp(-0.5 * ((t - (sign * confidence[None, :] + shift)) / sigma) ** 2)
-        for shift in (-2, 0, 2) for sign in (1, -1)
-    ) / (np.sqrt(2 * np.pi) * sigma)
-    density = np.abs(kernel @ (confidence - correct))
-    return float((density.sum() - 0.5 * (density[0] + density[-1])) / 8000 / len(confidence))
 
 
 def test_smooth_ece_is_the_kernel_integral_at_its_fixed_point(case):

@@ -23,7 +23,7 @@ from advcal.metrics.binning import (
     rank_order,
     sorted_by_rank,
 )
-from advcal.metrics.smooth import GRID_INTERVALS, grid_position, smooth_ece, smooth_ece_from_masses
+from advcal.metrics.smooth import REPLICATE_RESOLUTION, SmoothEceSolver
 
 
 def metric_catalogue(n_bins: int) -> dict[str, tuple[str, str]]:
@@ -166,9 +166,8 @@ def _point_scalars(
     top_cells: tuple[np.ndarray, np.ndarray, np.ndarray],
     class_cells: dict[str, np.ndarray] | None,
     n_bins: int,
-    smooth: bool,
 ) -> dict[str, float]:
-    """Every scalar metric of the samples as they are (the point estimate)."""
+    """Every scalar metric but smooth ECE of the samples as they are (the point estimate)."""
     confidence, correct = records["confidence"], records["correct"].astype(np.float64)
     n = len(confidence)
     out = {
@@ -184,8 +183,6 @@ def _point_scalars(
     out["ace"] = np.abs(mass[1] - mass[0]).sum() / n
     if class_cells is not None:
         out["sce"] = _sce(class_cells, np.array(float(n))).item()
-    if smooth:
-        out["smooth_ece"] = smooth_ece(confidence, correct)[0]
     return {key: float(value) for key, value in out.items()}
 
 
@@ -197,12 +194,20 @@ def _sce(class_cells: dict[str, np.ndarray], total: np.ndarray) -> np.ndarray:
 class _RankedSamples:
     """Per-sample arrays sorted by (confidence, correct), for weighted bootstrap replicates.
 
-    In rank order every equal-width bin, every equal-mass bin and every cell of the smooth-ECE
-    grid is a contiguous run of samples, so all binned sums of a replicate are differences of
-    a few prefix sums of its weights times per-sample features.
+    In rank order every equal-width bin and every equal-mass bin is a contiguous run of
+    samples, so all binned sums of a replicate are differences of a few prefix sums of its
+    weights times per-sample features. Smooth ECE is solved for all replicates of a block at
+    once by the point estimate's solver (built in rank order), starting from its bandwidth:
+    ``smooth = (solver, bandwidth)``, or None when smooth ECE is not computed.
     """
 
-    def __init__(self, records: dict[str, np.ndarray], bins: np.ndarray, n_bins: int, smooth: bool):
+    def __init__(
+        self,
+        records: dict[str, np.ndarray],
+        bins: np.ndarray,
+        n_bins: int,
+        smooth: tuple[SmoothEceSolver, float] | None,
+    ):
         order = rank_order(records["confidence"], records["correct"])
         confidence = records["confidence"][order]
         correct = records["correct"][order].astype(np.float64)
@@ -216,12 +221,7 @@ class _RankedSamples:
         )
         # Sums over runs: prefix sums of weight x feature. Rows 0-2 also serve equal-mass bins.
         features = [np.ones_like(confidence), confidence, correct]
-        self.grid_starts = None
-        if smooth:
-            left, frac = grid_position(confidence)
-            residual = confidence - correct
-            features += [residual * (1 - frac), residual * frac]
-            self.grid_starts = np.searchsorted(left, np.arange(GRID_INTERVALS + 1))
+        self.smooth = smooth
         self.prefixed = np.stack(features)
         self._buffer: np.ndarray | None = None
 
@@ -256,12 +256,9 @@ class _RankedSamples:
         out["ace"] = np.abs(np.diff(self._equal_mass_sums(prefix, total), axis=1)[:, 0]).sum(-1) / total
         if class_cells is not None:
             out["sce"] = _sce(class_cells, total)
-        if self.grid_starts is not None:
-            split = runs(self.grid_starts, slice(3, 5))
-            masses = np.zeros((len(weights), GRID_INTERVALS + 1))
-            masses[:, :-1] += split[:, 0]
-            masses[:, 1:] += split[:, 1]
-            out["smooth_ece"] = smooth_ece_from_masses(masses, total)[0]
+        if self.smooth is not None:
+            solver, start = self.smooth
+            out["smooth_ece"] = solver.solve(weights, REPLICATE_RESOLUTION, start)[0]
         return out
 
     def _equal_mass_sums(self, prefix: np.ndarray, total: np.ndarray) -> np.ndarray:
@@ -271,18 +268,20 @@ class _RankedSamples:
         boundary ``R``; the sum over the first ``R`` ranks takes the whole samples before
         the one holding rank ``R - 1`` and the needed part of that one.
         """
+        rows, _, size = prefix.shape
         bounds = np.ceil(total[:, None] * np.arange(self.n_bins + 1) / self.n_bins)
-        out = np.empty((len(total), 2, self.n_bins))
-        values = self.prefixed[1:3]
-        last = prefix.shape[2] - 1
-        for b in range(len(total)):
-            sums = prefix[b]
-            holder = np.searchsorted(sums[0], bounds[b], side="left").clip(0, last)
-            previous = np.maximum(holder - 1, 0)
-            before = np.where(holder > 0, sums[1:3][:, previous], 0.0)
-            ranks_before = np.where(holder > 0, sums[0][previous], 0.0)
-            out[b] = np.diff(before + (bounds[b] - ranks_before) * values[:, holder], axis=1)
-        return out
+        # One searchsorted for all rows: shift each row's cumulative counts past the previous
+        # row's (counts are whole numbers, so the shifted values stay exact and sorted).
+        shift = np.concatenate([[0.0], np.cumsum(total[:-1] + 1)])[:, None]
+        holder = np.searchsorted((prefix[:, 0] + shift).ravel(), (bounds + shift).ravel(), side="left")
+        holder = (holder.reshape(rows, -1) - np.arange(rows)[:, None] * size).clip(0, size - 1)
+        previous = np.maximum(holder - 1, 0)
+        started = (holder > 0)[:, None]
+        gather = np.broadcast_to(previous[:, None], (rows, 2, previous.shape[1]))
+        before = np.where(started, np.take_along_axis(prefix[:, 1:3], gather, 2), 0.0)
+        ranks_before = np.where(holder > 0, np.take_along_axis(prefix[:, 0], previous, 1), 0.0)
+        values = self.prefixed[1:3][:, holder].transpose(1, 0, 2)  # (rows, 2, bounds)
+        return np.diff(before + (bounds - ranks_before)[:, None] * values, axis=2)
 
 
 def build_report(
@@ -309,13 +308,19 @@ def build_report(
         for weights in (None, confidence, correct.astype(np.float64))
     )
     catalogue = metric_catalogue(n_bins)
-    point = _point_scalars(records, (count, conf_sum, correct_sum), point_cells, n_bins, smooth)
+    point = _point_scalars(records, (count, conf_sum, correct_sum), point_cells, n_bins)
+    smooth_solver = None
+    if smooth:
+        # In rank order, so that the replicates (whose weights are in rank order) reuse it.
+        solver = SmoothEceSolver(*sorted_by_rank(confidence, correct))
+        value, width = solver.solve(np.ones((1, n)))
+        point["smooth_ece"], smooth_solver = float(value[0]), (solver, float(width[0]))
     values = {key: point[key] for key in catalogue if key in point}
 
     intervals: dict[str, tuple[float, float]] = {}
     replicates: dict[str, np.ndarray] = {}
     if bootstrap:
-        ranked = _RankedSamples(records, bins, n_bins, smooth)
+        ranked = _RankedSamples(records, bins, n_bins, smooth_solver)
         seeds = boot.sample_seeds(seed, ranked.keys)
         blocks: list[dict[str, np.ndarray]] = []
         start = 0
