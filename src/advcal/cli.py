@@ -101,18 +101,14 @@ def audit(
     normalize: Annotated[
         str | None, typer.Option(help="MEAN,STD (or per-channel means then stds) the models expect.")
     ] = None,
-    data: Annotated[str, typer.Option(
-        help="Data spec: digits, fashion-mnist[:DIR], cifar10:DIR, cifar100:DIR, npz:PATH, "
-             "folder:PATH, torchvision:NAME:ROOT.")] = "digits",
-    split: Annotated[str, typer.Option(
-        help="Split to audit: train, calibration, test, or all (a whole npz or folder).")] = "test",
+    data: Annotated[str | None, typer.Option(help=DATA_HELP + " Default: digits.")] = None,
+    split: Annotated[str, typer.Option(help=SPLIT_HELP)] = "test",
     limit: Annotated[int | None, typer.Option(help="Audit at most N samples (stratified).")] = None,
-    eps: Annotated[
-        str | None, typer.Option(help="ε sweep in input units, fractions allowed: 2/255,4/255,8/255.")
-    ] = None,
-    attack: Annotated[
-        str, typer.Option(help="Registered attack: pgd, apgd-ce, apgd-dlr, square, ...")
-    ] = "pgd",
+    adv_set: Annotated[Path | None, typer.Option(
+        help="Evaluate a stored adversarial set (made by advcal attack) instead of attacking; "
+             "its data, ε and attack are used.")] = None,
+    eps: Annotated[str | None, typer.Option(help=EPS_HELP)] = None,
+    attack: Annotated[str, typer.Option(help=ATTACK_HELP)] = "pgd",
     steps: Annotated[int | None, typer.Option(help="Attack steps (queries for square).")] = 20,
     bins: Annotated[int, typer.Option(help="Confidence bins.")] = 15,
     seed: Annotated[int, typer.Option(help="Seed of attack starts and bootstrap.")] = 0,
@@ -131,23 +127,20 @@ def audit(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from advcal.audit import audit as run_audit
-    from advcal.audit.pipeline import default_epsilons
     from advcal.checks import parse_numbers
     from advcal.console import audit_table, flags_table
-    from advcal.data import load_data
-    from advcal.errors import InputError
-    from advcal.models import load_model, parse_normalize
+    from advcal.data import AdversarialSet, load_data
+    from advcal.errors import ConfigError
 
-    specs = model or ["digits-cnn", "digits-cnn-at"]
-    if weights and len(weights) != len(specs):
-        raise InputError(f"weights: give one --weights per --model ({len(specs)}), got {len(weights)}")
-    mean_std = parse_normalize(normalize) if normalize else None
-    models = {
-        spec: load_model(spec, weights[i] if weights else None, mean_std) for i, spec in enumerate(specs)
-    }
-    source = load_data(data, split=split, limit=limit)
-    epsilons = parse_numbers(eps, "eps") if eps else default_epsilons(source)
-    params = {} if steps is None else {("queries" if attack == "square" else "steps"): steps}
+    models = _load_models(model or ["digits-cnn", "digits-cnn-at"], weights, normalize)
+    if adv_set is not None:
+        if data is not None or limit is not None:
+            raise ConfigError("adv-set: a stored set brings its own data; leave out --data and --limit")
+        source = AdversarialSet(adv_set)
+    else:
+        source = load_data(data or "digits", split=split, limit=limit)
+    epsilons = parse_numbers(eps, "eps") if eps else None
+    params = _attack_params(attack, steps)
     with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=err_console, transient=True) as bar:
         tasks = {name: bar.add_task(f"auditing {name}", total=len(source)) for name in models}
@@ -164,6 +157,54 @@ def audit(
     console.print(f"Wrote {paths['html']}, {paths['json']} and {paths['samples']}")
 
 
+@app.command("attack")
+def attack_command(
+    model: Annotated[str, typer.Option(help="Model spec: a built-in name, package.module:factory or "
+                                            "file.py:factory.")] = "digits-cnn",
+    weights: Annotated[Path | None, typer.Option(help="Weights (.safetensors or a .pt state dict).")] = None,
+    normalize: Annotated[
+        str | None, typer.Option(help="MEAN,STD (or per-channel means then stds) the model expects.")
+    ] = None,
+    data: Annotated[str, typer.Option(help=DATA_HELP)] = "digits",
+    split: Annotated[str, typer.Option(help=SPLIT_HELP)] = "test",
+    limit: Annotated[int | None, typer.Option(help="Attack at most N samples (stratified).")] = None,
+    eps: Annotated[str | None, typer.Option(help=EPS_HELP + " Default: suited to the data.")] = None,
+    attack: Annotated[str, typer.Option(help=ATTACK_HELP)] = "pgd",
+    steps: Annotated[int | None, typer.Option(help="Attack steps (queries for square).")] = 20,
+    seed: Annotated[int, typer.Option(help="Seed of the attack's per-sample randomness.")] = 0,
+    batch_size: Annotated[int, typer.Option(help="Samples per forward pass.")] = 256,
+    shard_size: Annotated[int, typer.Option(help="Samples per shard file (the unit of resumption).")] = 1024,
+    compress: Annotated[str, typer.Option(help="Shard compression: none or zstd.")] = "none",
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N, mps or auto.")] = "cpu",
+    out: Annotated[
+        Path, typer.Option(help="The set's folder (resumed when it holds the same recipe).")
+    ] = Path("advcal-adv-set"),
+) -> None:
+    """Attack once with a fixed recipe and store the adversarial set (resumable; audit it with --adv-set)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from advcal.adversarial import make_adversarial_set
+    from advcal.audit.pipeline import default_epsilons
+    from advcal.checks import parse_numbers
+    from advcal.console import adversarial_set_table
+    from advcal.data import load_data
+
+    (spec, net), = _load_models([model], [weights] if weights else None, normalize).items()
+    source = load_data(data, split=split, limit=limit)
+    epsilons = parse_numbers(eps, "eps") if eps else default_epsilons(source)
+    with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=err_console, transient=True) as bar:
+        task = bar.add_task(f"attacking {spec}", total=len(source))
+        stored = make_adversarial_set(
+            net, source, epsilons, out, attack, _attack_params(attack, steps), seed=seed,
+            shard_size=shard_size, batch_size=batch_size,
+            compression=None if compress == "none" else compress, model_spec=spec, device=device,
+            progress=lambda done, total: bar.update(task, completed=done),
+        )
+    console.print(adversarial_set_table(stored))
+    console.print(f"Wrote {out}")
+
+
 @app.command()
 def report(
     file: Annotated[Path, typer.Argument(help="A report.json written by advcal audit.")],
@@ -178,6 +219,28 @@ def report(
     with err_console.status("Drawing the report…"):
         path = write_report(load_report(file), html, figures)
     console.print(f"Wrote {path}")
+
+
+DATA_HELP = ("Data spec: digits, fashion-mnist[:DIR], cifar10:DIR, cifar100:DIR, npz:PATH, folder:PATH, "
+             "torchvision:NAME:ROOT.")
+ATTACK_HELP = "Registered attack: pgd, apgd-ce, apgd-dlr, square, ..."
+SPLIT_HELP = "Split: train, calibration, test, or all (a whole npz or folder)."
+EPS_HELP = "ε sweep in input units, fractions allowed: 2/255,4/255,8/255."
+
+
+def _load_models(specs: list[str], weights: list[Path] | None, normalize: str | None) -> dict:
+    """Name -> model for each spec, with its weights (one per spec) and normalisation."""
+    from advcal.errors import InputError
+    from advcal.models import load_model, parse_normalize
+
+    if weights and len(weights) != len(specs):
+        raise InputError(f"weights: give one --weights per --model ({len(specs)}), got {len(weights)}")
+    mean_std = parse_normalize(normalize) if normalize else None
+    return {spec: load_model(spec, weights[i] if weights else None, mean_std) for i, spec in enumerate(specs)}
+
+
+def _attack_params(attack: str, steps: int | None) -> dict[str, int]:
+    return {} if steps is None else {("queries" if attack == "square" else "steps"): steps}
 
 
 def main(argv: list[str] | None = None) -> None:

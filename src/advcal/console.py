@@ -7,6 +7,7 @@ import math
 from rich.table import Table
 
 from advcal.audit.result import AuditResult
+from advcal.data.adversarial import AdversarialSet
 from advcal.metrics.report import CalibrationReport
 
 
@@ -84,4 +85,17 @@ def flags_table(result: AuditResult) -> Table:
         for flag in entry.flags:
             style = _SEVERITY_STYLE[flag["severity"]]
             table.add_row(entry.name, f"[{style}]{flag['severity']}[/]", flag["code"], flag["message"])
+    return table
+
+
+def adversarial_set_table(stored: AdversarialSet) -> Table:
+    """A stored set at a glance: its recipe and the source model's accuracy per ε."""
+    attack = stored.attack
+    table = Table(title=f"Adversarial set {stored.path}", caption=(
+        f"{len(stored)} samples in {len(stored.manifest['shards'])} shards; attack {attack['attack']}, "
+        f"seed {attack['seed']}"))
+    table.add_column("inputs")
+    table.add_column("accuracy of the source model", justify="right")
+    for key, value in stored.accuracies().items():
+        table.add_row(key, f"{value:.3f}")
     return table

@@ -286,3 +286,19 @@ def abstention_flags(abstentions: list[tuple[float, dict[str, float]]], limits: 
                 "protect against this attack.", eps, dict(entry),
             ))
     return flags
+
+
+def evaluation_flags(evaluation: dict[str, object]) -> list[Flag]:
+    """A stored adversarial set made against other weights: the robustness shown is transfer."""
+    if evaluation.get("kind") != "transfer":
+        return []
+    return [Flag(
+        "TRANSFER_EVALUATION", "warning",
+        "The adversarial inputs were crafted against another model (a stored set whose model "
+        "fingerprint differs): this is a transfer evaluation, usually much weaker than a white-box "
+        "attack on this model, so robust accuracy and adversarial calibration look better than "
+        "they are. Attack this model itself before signing it off.",
+        evidence={"model_fingerprint": evaluation["model_fingerprint"],
+                  "source_model_fingerprint": evaluation["source_model_fingerprint"],
+                  "adversarial_set": evaluation["adversarial_set"]},
+    )]

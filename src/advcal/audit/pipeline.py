@@ -9,7 +9,8 @@ intervals and smooth ECE; flags compare clean and adversarial figures.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -21,19 +22,20 @@ from advcal.audit.flags import (
     Thresholds,
     abstention_flags,
     comparison_flags,
+    evaluation_flags,
     get_profile,
     report_flags,
 )
 from advcal.audit.result import HEADLINE, AuditResult, ModelAudit
 from advcal.checks import check_int
-from advcal.data import DataSource, load_data
+from advcal.data import AdversarialSet, DataSource, load_data
 from advcal.devices import module_device, resolve_device
-from advcal.errors import InputError
+from advcal.errors import ConfigError, InputError
 from advcal.metrics import CalibrationReport, CalibrationStats
 from advcal.metrics.binning import equal_width_bin_index
 from advcal.metrics.paired import paired_change
 from advcal.metrics.selective import coverage_threshold, risk_coverage, selective_risk
-from advcal.models import check_logits, frozen
+from advcal.models import check_logits, frozen, model_fingerprint
 
 ProgressFn = Callable[[str, int, int], None]
 
@@ -94,8 +96,8 @@ def default_epsilons(data: DataSource) -> list[float]:
 
 def audit(
     models: nn.Module | Mapping[str, nn.Module],
-    data: DataSource | str,
-    epsilons: Sequence[float],
+    data: DataSource | AdversarialSet | str,
+    epsilons: Sequence[float] | None = None,
     attack: str = "pgd",
     attack_params: Mapping[str, object] | None = None,
     *,
@@ -112,9 +114,13 @@ def audit(
     Args:
         models: a model, or name -> model (each returning logits for inputs in [0, 1]).
         data: the evaluation data (``advcal.data.load_data(...)``) or a data spec, whose
-            test split is then used.
-        epsilons: the ε sweep, in input units.
-        attack: a registered attack name (``advcal.attacks.available_attacks()``).
+            test split is then used; or a stored :class:`~advcal.data.AdversarialSet`, whose
+            clean and adversarial inputs are evaluated as they are (no attack is run; a model
+            other than the one that made the set is a *transfer* evaluation).
+        epsilons: the ε sweep, in input units (default: a sweep suited to the data; a
+            stored set's own ε list).
+        attack: a registered attack name (``advcal.attacks.available_attacks()``); ignored
+            for a stored set, whose recipe names its attack.
         attack_params: further settings of the attack (``steps``, ``loss``, ...).
         n_bins, bootstrap, seed: calibration bins, bootstrap replicates, the seed of both the
             attack's random starts and the bootstrap.
@@ -132,13 +138,22 @@ def audit(
         data = load_data(data)
     check_int(batch_size, "batch_size", 1)
     limits = get_profile(profile)
-    epsilons = [float(e) for e in epsilons]
+    if isinstance(data, AdversarialSet):
+        if epsilons is not None and [float(e) for e in epsilons] != data.epsilons:
+            raise ConfigError(f"epsilons: the stored set {data.path} holds ε {data.epsilons}, "
+                              f"got {[float(e) for e in epsilons]}; leave them out to use the set's")
+        epsilons = data.epsilons
+        attack_params_record = data.attack
+    else:
+        epsilons = default_epsilons(data) if epsilons is None else [float(e) for e in epsilons]
     # Results and per-sample records are keyed by ε as printed ("eps=0.0313725"): two ε values
     # that print alike would overwrite each other.
     labels = [f"{e:g}" for e in epsilons]
     if len(set(labels)) != len(labels):
         raise InputError(f"epsilons: expected distinct values, got {', '.join(labels)}")
-    attacker = get_attack(attack, eps=epsilons, seed=seed, **dict(attack_params or {}))
+    if not isinstance(data, AdversarialSet):
+        attacker = get_attack(attack, eps=epsilons, seed=seed, **dict(attack_params or {}))
+        attack_params_record = attacker.params()
     target = None if device is None else resolve_device(device)
     results = []
     devices = []
@@ -147,16 +162,23 @@ def audit(
         devices.append(str(target or home))
         try:
             model.to(target or home)
-            results.append(_audit_model(name, model, data, attacker, epsilons, n_bins, bootstrap, seed,
-                                        batch_size, limits, progress))
+            if isinstance(data, AdversarialSet):
+                passes = _stored_passes(name, model, data, batch_size)
+            else:
+                passes = _attack_passes(name, model, data, attacker, batch_size)
+            attack_name = str(attack_params_record["attack"])
+            results.append(_audit_model(name, passes, len(data), epsilons, attack_name, n_bins, bootstrap,
+                                        seed, limits, progress))
+            if isinstance(data, AdversarialSet):
+                results[-1].evaluation = _stored_evaluation(model, data)
+                results[-1].flags.extend(flag.as_dict() for flag in evaluation_flags(results[-1].evaluation))
         finally:
             model.to(home)
     config = {
         "advcal_version": advcal.__version__,
-        "data": {"spec": data.name, "split": data.split, "n_samples": len(data),
-                 "fingerprint": data.fingerprint()},
+        "data": _data_config(data),
         "epsilons": epsilons,
-        "attack": attacker.params(),
+        "attack": attack_params_record,
         "n_bins": n_bins,
         "bootstrap": bootstrap,
         "seed": seed,
@@ -169,10 +191,60 @@ def audit(
     return AuditResult(config=config, models=results)
 
 
+@dataclass
+class BatchPasses:
+    """One batch's model outputs: clean logits and logits per ε (on the CPU), and their cost."""
+
+    index: torch.Tensor
+    y: torch.Tensor
+    clean_logits: torch.Tensor
+    adversarial_logits: list[torch.Tensor]
+    forward: int
+    backward: int
+    clean_seconds: float
+    attack_seconds: float
+
+
+def _attack_passes(
+    name: str, model: nn.Module, data: DataSource, attacker: Attack, batch_size: int
+) -> Iterator[BatchPasses]:
+    """Clean logits (one forward pass per batch), then the attack at every ε from them."""
+    device = module_device(model)
+    for index, x, y in data.batches(batch_size):
+        start = time.perf_counter()
+        x_dev, y_dev = x.to(device), y.to(device)
+        with frozen(model), torch.no_grad():
+            clean_logits = check_logits(model(x_dev), len(x), f"model {name}")
+        clean_seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        results = attacker(model, x_dev, y_dev, index=index, clean_logits=clean_logits)
+        yield BatchPasses(
+            index, y, clean_logits.cpu(), [result.logits.cpu() for result in results],
+            1 + sum(r.forward_passes for r in results), sum(r.backward_passes for r in results),
+            clean_seconds, time.perf_counter() - start,
+        )
+
+
+def _stored_passes(
+    name: str, model: nn.Module, adv: AdversarialSet, batch_size: int
+) -> Iterator[BatchPasses]:
+    """The model's logits at a stored set's clean and adversarial inputs: forward passes only."""
+    device = module_device(model)
+    for index, x, y, adversarial in adv.batches(batch_size):
+        start = time.perf_counter()
+        with frozen(model), torch.no_grad():
+            clean_logits = check_logits(model(x.to(device)), len(x), f"model {name}").cpu()
+            clean_seconds = time.perf_counter() - start
+            start = time.perf_counter()
+            logits = [check_logits(model(x_adv.to(device)), len(x), f"model {name}").cpu()
+                      for x_adv in adversarial]
+        yield BatchPasses(index, y, clean_logits, logits, 1 + len(logits), 0, clean_seconds,
+                          time.perf_counter() - start)
+
+
 def _audit_model(
-    name: str, model: nn.Module, data: DataSource, attacker: Attack, epsilons: list[float],
-    n_bins: int, bootstrap: int, seed: int, batch_size: int, limits: Thresholds,
-    progress: ProgressFn | None,
+    name: str, passes: Iterator[BatchPasses], n_samples: int, epsilons: list[float], attack_name: str,
+    n_bins: int, bootstrap: int, seed: int, limits: Thresholds, progress: ProgressFn | None,
 ) -> ModelAudit:
     def new_stats() -> CalibrationStats:
         return CalibrationStats(n_bins=n_bins, bootstrap=bootstrap, seed=seed)
@@ -183,29 +255,21 @@ def _audit_model(
     clean_time = attack_time = 0.0
     forward = backward = 0
     done = 0
-    device = module_device(model)
-    for index, x, y in data.batches(batch_size):
+    for batch in passes:
         start = time.perf_counter()
-        x_dev, y_dev = x.to(device), y.to(device)
-        with frozen(model), torch.no_grad():
-            clean_logits = check_logits(model(x_dev), len(x), f"model {name}")
-        forward += 1
-        clean_on_cpu = clean_logits.cpu()
-        clean_stats.update(clean_on_cpu, y, index=index)
-        records.add("clean", clean_on_cpu, y, index)
-        clean_time += time.perf_counter() - start
+        clean_stats.update(batch.clean_logits, batch.y, index=batch.index)
+        records.add("clean", batch.clean_logits, batch.y, batch.index)
+        clean_time += batch.clean_seconds + time.perf_counter() - start
         start = time.perf_counter()
-        results = attacker(model, x_dev, y_dev, index=index, clean_logits=clean_logits)
-        for stats, result in zip(adversarial, results, strict=True):
-            logits = result.logits.cpu()
-            stats.update(logits, y, index=index)
-            records.add(f"eps={result.eps:g}", logits, y, index)
-            forward += result.forward_passes
-            backward += result.backward_passes
-        attack_time += time.perf_counter() - start
-        done += len(x)
+        for eps, stats, logits in zip(epsilons, adversarial, batch.adversarial_logits, strict=True):
+            stats.update(logits, batch.y, index=batch.index)
+            records.add(f"eps={eps:g}", logits, batch.y, batch.index)
+        attack_time += batch.attack_seconds + time.perf_counter() - start
+        forward += batch.forward
+        backward += batch.backward
+        done += len(batch.y)
         if progress is not None:
-            progress(name, done, len(data))
+            progress(name, done, n_samples)
     start = time.perf_counter()
     clean = clean_stats.compute(smooth=True)
     attacked = [(eps, stats.compute(smooth=True)) for eps, stats in zip(epsilons, adversarial, strict=True)]
@@ -221,7 +285,7 @@ def _audit_model(
     for eps, report in attacked:
         entry = _summary(report)
         entry.update({
-            "attack": attacker.name,
+            "attack": attack_name,
             "eps": eps,
             "delta": {key: report[key] - clean[key] for key in PAIRED_METRICS},
             "selective": _selective(samples, f"eps={eps:g}"),
@@ -247,6 +311,26 @@ def _audit_model(
         cost={"forward_passes": forward, "backward_passes": backward,
               "seconds": {"clean": clean_time, "attack": attack_time, "metrics": metrics_time}},
     )
+
+
+def _data_config(data: DataSource | AdversarialSet) -> dict[str, object]:
+    """What was evaluated, for report.json's config."""
+    if isinstance(data, AdversarialSet):
+        source = data.recipe["data"]
+        return {"spec": source["spec"], "split": source["split"], "n_samples": len(data),
+                "fingerprint": source["fingerprint"], "adversarial_set": str(data.path)}
+    return {"spec": data.name, "split": data.split, "n_samples": len(data), "fingerprint": data.fingerprint()}
+
+
+def _stored_evaluation(model: nn.Module, adv: AdversarialSet) -> dict[str, object]:
+    """White-box (the set was made against these very weights) or transfer, with both fingerprints."""
+    fingerprint = model_fingerprint(model)
+    return {
+        "kind": "white-box" if fingerprint == adv.model_fingerprint else "transfer",
+        "adversarial_set": str(adv.path),
+        "model_fingerprint": fingerprint,
+        "source_model_fingerprint": adv.model_fingerprint,
+    }
 
 
 def _selective(samples: dict[str, np.ndarray], condition: str) -> dict[str, object]:

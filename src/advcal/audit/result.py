@@ -13,7 +13,7 @@ import numpy as np
 
 from advcal.atomic import write_bytes_atomic, write_json_atomic
 
-SCHEMA_VERSION = "0.2"  # bump with src/advcal/audit/schema/report.schema.json and docs/report.md
+SCHEMA_VERSION = "0.3"  # bump with src/advcal/audit/schema/report.schema.json and docs/report.md
 # The plain-named metrics every entry of report.json carries (full definitions in
 # docs/metrics.md; fully qualified ids under "ids").
 HEADLINE = ("accuracy", "ece", "ace", "sce", "mce", "ece_l2", "smooth_ece", "brier", "nll",
@@ -30,6 +30,9 @@ class ModelAudit:
     flags: list[dict[str, object]]
     samples: dict[str, np.ndarray] = field(default_factory=dict)
     cost: dict[str, object] = field(default_factory=dict)
+    # How the adversarial inputs were made: live white-box attack, or a stored set (white-box
+    # when this model made it, else transfer).
+    evaluation: dict[str, object] = field(default_factory=lambda: {"kind": "white-box"})
 
 
 @dataclass
@@ -44,7 +47,8 @@ class AuditResult:
             "schema_version": SCHEMA_VERSION,
             "config": self.config,
             "models": [
-                {"name": m.name, "clean": m.clean, "attacks": m.attacks, "flags": m.flags, "cost": m.cost}
+                {"name": m.name, "evaluation": m.evaluation, "clean": m.clean, "attacks": m.attacks,
+                 "flags": m.flags, "cost": m.cost}
                 for m in self.models
             ],
         })

@@ -51,8 +51,9 @@ the image shape and the bytes of ``x`` and ``y``: the same data under another pa
 has another fingerprint.
 """
 
+from advcal.data.adversarial import AdversarialSet
 from advcal.data.registry import KINDS, available_sources, load_data, parse_spec
 from advcal.data.source import DataSource
 from advcal.data.splits import SPLITS
 
-__all__ = ["KINDS", "SPLITS", "DataSource", "available_sources", "load_data", "parse_spec"]
+__all__ = ["KINDS", "SPLITS", "AdversarialSet", "DataSource", "available_sources", "load_data", "parse_spec"]

@@ -1,6 +1,7 @@
 """Models: loading from a spec, guards (eval mode, frozen parameters, logits check), wrappers
 (normalisation, temperature) and the built-in reference models."""
 
+from advcal.models.fingerprint import model_fingerprint
 from advcal.models.guard import check_logits, frozen
 from advcal.models.loading import BUILTIN_MODELS, load_model, load_weights, parse_normalize
 from advcal.models.reference import DigitsCNN
@@ -15,5 +16,6 @@ __all__ = [
     "frozen",
     "load_model",
     "load_weights",
+    "model_fingerprint",
     "parse_normalize",
 ]

@@ -47,6 +47,8 @@ FLAG_EXPLANATIONS = {
     "little in between, so averages such as ECE summarise it badly; read the histogram.",
     "ABSTENTION_FAILS": "A confidence threshold chosen on clean inputs to abstain on the least confident "
     "ones no longer protects under attack: the attacked inputs it keeps are wrong far more often.",
+    "TRANSFER_EVALUATION": "The adversarial inputs came from a stored set crafted against another model. "
+    "Transferred attacks are weaker than attacks on this model, so its robustness looks better than it is.",
 }
 GENERIC_EXPLANATION = "A finding from a check this version of the report does not describe; read its message."
 

@@ -1,0 +1,167 @@
+"""Static adversarial sets on disk: a manifest and safetensors shards, each with its sha256.
+
+A set is a directory::
+
+    manifest.json                 format, advcal version, the recipe, the shard list
+    shard-00000.safetensors[.zst] index, y, x, clean_logits, x_adv.K, logits.K (K = ε position)
+
+The recipe names everything that determines the files: the attack and all its settings (seed
+and ε list included), the fingerprints of the model and of the data, the shard size and the
+compression. Shards are made by :func:`advcal.adversarial.make_adversarial_set`; this module
+reads them. Every shard is checked against its sha256 when read; a zstandard-compressed shard
+is recognised by its magic bytes, whatever its name. Nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import torch
+from safetensors.torch import load as load_safetensors
+
+from advcal.errors import InputError, MissingDependencyError
+
+FORMAT = "advcal.adversarial-set"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+def shard_name(position: int, compression: str | None) -> str:
+    """File name of shard ``position``."""
+    return f"shard-{position:05d}.safetensors" + (".zst" if compression == "zstd" else "")
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def zstandard_module() -> ModuleType:
+    """The ``zstandard`` module, or a clear error saying how to install it."""
+    try:
+        import zstandard
+    except ImportError as error:
+        raise MissingDependencyError(
+            "compression: zstandard is not installed; pip install 'advcal[zstd]' (or zstandard)"
+        ) from error
+    return zstandard
+
+
+def decode_shard(data: bytes) -> dict[str, torch.Tensor]:
+    """The tensors of a shard file's bytes, decompressing zstandard frames."""
+    if data[:4] == ZSTD_MAGIC:
+        data = zstandard_module().ZstdDecompressor().decompress(data)
+    return load_safetensors(data)
+
+
+def read_manifest(folder: Path) -> dict[str, object]:
+    """The manifest of the set in ``folder``, checked for its format."""
+    path = folder / MANIFEST
+    try:
+        manifest = json.loads(path.read_text("utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"adv_set: {folder} holds no {MANIFEST}; expected an advcal adversarial set "
+                         "(made by advcal attack)") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise InputError(f"adv_set: cannot read {path}: {error}") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise InputError(f"adv_set: {path} is not an advcal adversarial-set manifest")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise InputError(
+            f"adv_set: {path} has format version {manifest.get('format_version')!r}; this advcal "
+            f"reads version {FORMAT_VERSION}"
+        )
+    return manifest
+
+
+class AdversarialSet:
+    """A stored adversarial set, read shard by shard with every shard's hash checked.
+
+    Args:
+        path: the directory written by ``advcal attack`` (or
+            :func:`advcal.adversarial.make_adversarial_set`).
+
+    Example:
+        >>> adv = AdversarialSet("adv-pgd")                       # doctest: +SKIP
+        >>> for index, x, y, x_adv in adv.batches(256): ...       # doctest: +SKIP
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.manifest = read_manifest(self.path)
+        self.recipe: dict[str, object] = self.manifest["recipe"]
+        if not self.manifest.get("complete"):
+            missing = sum(1 for shard in self.manifest["shards"] if not shard.get("sha256"))
+            raise InputError(
+                f"adv_set: {self.path} is incomplete ({missing} of {len(self.manifest['shards'])} "
+                "shards missing); rerun the same advcal attack command to finish it"
+            )
+
+    @property
+    def epsilons(self) -> list[float]:
+        return list(self.recipe["epsilons"])
+
+    @property
+    def model_fingerprint(self) -> str:
+        return str(self.recipe["model"]["fingerprint"])
+
+    @property
+    def attack(self) -> dict[str, object]:
+        return dict(self.recipe["attack"])
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.recipe["data"]["classes"])
+
+    def __len__(self) -> int:
+        return int(self.recipe["data"]["n_samples"])
+
+    def __repr__(self) -> str:
+        return (f"AdversarialSet({str(self.path)!r}, attack={self.attack['attack']!r}, "
+                f"epsilons={self.epsilons}, samples={len(self)})")
+
+    def read_shard(self, position: int) -> dict[str, torch.Tensor]:
+        """The tensors of shard ``position``; refused if the file does not match its sha256."""
+        entry = self.manifest["shards"][position]
+        path = self.path / entry["file"]
+        try:
+            data = path.read_bytes()
+        except OSError as error:
+            raise InputError(f"adv_set: cannot read shard {path}: {error}") from None
+        if sha256_hex(data) != entry["sha256"]:
+            raise InputError(
+                f"adv_set: shard {path} does not match its sha256 in the manifest (altered or "
+                "truncated); rerun the same advcal attack command to regenerate it"
+            )
+        return decode_shard(data)
+
+    def shards(self) -> Iterator[dict[str, torch.Tensor]]:
+        """Every shard's tensors, in sample order."""
+        for position in range(len(self.manifest["shards"])):
+            yield self.read_shard(position)
+
+    def accuracies(self) -> dict[str, float]:
+        """Accuracy of the model that made the set, from its stored logits: ``clean`` and per ε."""
+        hits, total = [0] * (1 + len(self.epsilons)), 0
+        for shard in self.shards():
+            y = shard["y"]
+            names = ["clean_logits", *(f"logits.{k}" for k in range(len(self.epsilons)))]
+            for k, name in enumerate(names):
+                hits[k] += int((shard[name].argmax(1) == y).sum())
+            total += len(y)
+        keys = ["clean", *(f"eps={eps:g}" for eps in self.epsilons)]
+        return {key: count / total for key, count in zip(keys, hits, strict=True)}
+
+    def batches(
+        self, batch_size: int
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[torch.Tensor]]]:
+        """``(index, x, y, [x_adv per ε])`` in batches of at most ``batch_size`` within a shard."""
+        for shard in self.shards():
+            adversarial = [shard[f"x_adv.{k}"] for k in range(len(self.epsilons))]
+            for start in range(0, len(shard["index"]), batch_size):
+                cut = slice(start, start + batch_size)
+                yield shard["index"][cut], shard["x"][cut], shard["y"][cut], [a[cut] for a in adversarial]
