@@ -15,6 +15,7 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors.torch import save as save_safetensors
 from torch import nn
@@ -35,6 +36,7 @@ from advcal.data.adversarial import (
     zstandard_module,
 )
 from advcal.devices import module_device, resolve_device
+from advcal.distributed import agree, all_gather_arrays, broadcast_array, world
 from advcal.errors import ConfigError, InputError
 from advcal.models import check_logits, frozen, model_fingerprint
 
@@ -58,8 +60,12 @@ def make_adversarial_set(
     model_spec: str | None = None,
     device: str | torch.device | None = None,
     progress: ProgressFn | None = None,
-) -> AdversarialSet:
+) -> AdversarialSet | None:
     """Attack ``model`` on ``data`` at every ε and store the result in ``out`` (resumable).
+
+    Under ``torchrun`` (an initialised process group) the ranks attack different shards and
+    rank 0 alone writes; it returns the set on rank 0 and None on the others (which may run on
+    machines that do not see ``out``). The files are those of a one-process run.
 
     Args:
         model: the model the attack is run against (logits for inputs in [0, 1]).
@@ -94,27 +100,67 @@ def make_adversarial_set(
         "shard_size": shard_size,
         "compression": compression or "none",
     }
-    manifest = _open_manifest(folder, recipe, model_spec)
-    done = sum(entry["stop"] - entry["start"] for entry in manifest["shards"]
-               if _shard_is_intact(folder, entry))
+    ranks = world()
+    lead = ranks.rank == 0  # under torchrun rank 0 alone reads and writes the folder
+    manifest, failure = None, None
+    try:
+        if lead:
+            manifest = _open_manifest(folder, recipe, model_spec)
+    except BaseException as error:  # every rank must learn of it; agree re-raises it
+        failure = error
+    agree(failure, ranks)
+    plan = _shard_plan(len(data), shard_size)
+    missing = []
+    if lead:
+        missing = [k for k, entry in enumerate(manifest["shards"]) if not _shard_is_intact(folder, entry)]
+    if ranks.size > 1:
+        missing = broadcast_array(np.array(missing, np.int64) if lead else None, ranks).tolist()
+    done = len(data) - sum(plan[k][1] - plan[k][0] for k in missing)
     try:
         model.to(target)
-        for entry in manifest["shards"]:
-            if _shard_is_intact(folder, entry):
-                continue
-            payload = _encode(_attack_shard(model, data, attacker, entry["start"], entry["stop"],
-                                            batch_size, target), compression)
-            write_bytes_atomic(folder / entry["file"], payload)
-            entry["sha256"] = sha256_hex(payload)
-            write_json_atomic(folder / MANIFEST, manifest)
-            done += entry["stop"] - entry["start"]
+        # Rounds of one shard per rank: each rank attacks its shard, rank 0 writes them all.
+        for first in range(0, len(missing), ranks.size):
+            positions = missing[first:first + ranks.size]
+            payload, failure = b"", None
+            try:
+                if ranks.rank < len(positions):
+                    start, stop = plan[positions[ranks.rank]]
+                    payload = _encode(_attack_shard(model, data, attacker, start, stop, batch_size, target),
+                                      compression)
+            except BaseException as error:  # every rank must learn of it; agree re-raises it
+                failure = error
+            agree(failure, ranks)
+            payloads = all_gather_arrays({"payload": np.frombuffer(payload, np.uint8)}, ranks)
+            try:
+                if lead:
+                    for position, part in zip(positions, payloads, strict=False):
+                        _store_shard(folder, manifest, position, part["payload"].tobytes())
+            except BaseException as error:  # every rank must learn of it; agree re-raises it
+                failure = error
+            agree(failure, ranks)
+            done += sum(plan[k][1] - plan[k][0] for k in positions)
             if progress is not None:
                 progress(done, len(data))
     finally:
         model.to(home)
+    if not lead:
+        return None
     manifest["complete"] = True
     write_json_atomic(folder / MANIFEST, manifest)
     return AdversarialSet(folder)
+
+
+def _shard_plan(n: int, shard_size: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` sample positions of each shard."""
+    return [(start, min(start + shard_size, n)) for start in range(0, n, shard_size)]
+
+
+def _store_shard(folder: Path, manifest: dict[str, object], position: int, payload: bytes) -> None:
+    """Write a shard atomically, then enter it with its sha256 in the (atomically rewritten) manifest."""
+    entry = manifest["shards"][position]
+    write_bytes_atomic(folder / entry["file"], payload)
+    entry["sha256"] = sha256_hex(payload)
+    write_json_atomic(folder / MANIFEST, manifest)
 
 
 def _open_manifest(folder: Path, recipe: dict[str, object], model_spec: str | None) -> dict[str, object]:
@@ -141,8 +187,8 @@ def _open_manifest(folder: Path, recipe: dict[str, object], model_spec: str | No
         "recipe": recipe,
         "complete": False,
         "shards": [
-            {"file": shard_name(k, compression), "start": start, "stop": min(start + size, n), "sha256": None}
-            for k, start in enumerate(range(0, n, size))
+            {"file": shard_name(k, compression), "start": start, "stop": stop, "sha256": None}
+            for k, (start, stop) in enumerate(_shard_plan(n, size))
         ],
     }
     write_json_atomic(folder / MANIFEST, manifest)

@@ -130,6 +130,7 @@ def audit(
     from advcal.checks import parse_numbers
     from advcal.console import audit_table, flags_table
     from advcal.data import AdversarialSet, load_data
+    from advcal.distributed import joined
     from advcal.errors import ConfigError
 
     models = _load_models(model or ["digits-cnn", "digits-cnn-at"], weights, normalize)
@@ -141,20 +142,24 @@ def audit(
         source = load_data(data or "digits", split=split, limit=limit)
     epsilons = parse_numbers(eps, "eps") if eps else None
     params = _attack_params(attack, steps)
-    with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=err_console, transient=True) as bar:
-        tasks = {name: bar.add_task(f"auditing {name}", total=len(source)) for name in models}
-        result = run_audit(
-            models, source, epsilons, attack, params, n_bins=bins, bootstrap=bootstrap, seed=seed,
-            batch_size=batch_size, profile=profile, device=device,
-            progress=lambda name, done, total: bar.update(tasks[name], completed=done),
-        )
-    console.print(audit_table(result))
-    if any(entry.flags for entry in result.models):
-        console.print(flags_table(result))
-    with err_console.status("Drawing the report…"):
-        paths = result.save(out)
-    console.print(f"Wrote {paths['html']}, {paths['json']} and {paths['samples']}")
+    with joined(device) as ranks:  # under torchrun: every rank audits its part, rank 0 reports
+        lead = ranks.rank == 0
+        with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), console=err_console, transient=True, disable=not lead) as bar:
+            tasks = {name: bar.add_task(f"auditing {name}", total=len(source)) for name in models}
+            result = run_audit(
+                models, source, epsilons, attack, params, n_bins=bins, bootstrap=bootstrap, seed=seed,
+                batch_size=batch_size, profile=profile, device=device,
+                progress=lambda name, done, total: bar.update(tasks[name], completed=done, total=total),
+            )
+        if not lead:
+            return
+        console.print(audit_table(result))
+        if any(entry.flags for entry in result.models):
+            console.print(flags_table(result))
+        with err_console.status("Drawing the report…"):
+            paths = result.save(out)
+        console.print(f"Wrote {paths['html']}, {paths['json']} and {paths['samples']}")
 
 
 @app.command("attack")
@@ -188,21 +193,25 @@ def attack_command(
     from advcal.checks import parse_numbers
     from advcal.console import adversarial_set_table
     from advcal.data import load_data
+    from advcal.distributed import joined
 
     (spec, net), = _load_models([model], [weights] if weights else None, normalize).items()
     source = load_data(data, split=split, limit=limit)
     epsilons = parse_numbers(eps, "eps") if eps else default_epsilons(source)
-    with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=err_console, transient=True) as bar:
-        task = bar.add_task(f"attacking {spec}", total=len(source))
-        stored = make_adversarial_set(
-            net, source, epsilons, out, attack, _attack_params(attack, steps), seed=seed,
-            shard_size=shard_size, batch_size=batch_size,
-            compression=None if compress == "none" else compress, model_spec=spec, device=device,
-            progress=lambda done, total: bar.update(task, completed=done),
-        )
-    console.print(adversarial_set_table(stored))
-    console.print(f"Wrote {out}")
+    with joined(device) as ranks:  # under torchrun: ranks attack shards in turn, rank 0 writes
+        lead = ranks.rank == 0
+        with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), console=err_console, transient=True, disable=not lead) as bar:
+            task = bar.add_task(f"attacking {spec}", total=len(source))
+            stored = make_adversarial_set(
+                net, source, epsilons, out, attack, _attack_params(attack, steps), seed=seed,
+                shard_size=shard_size, batch_size=batch_size,
+                compression=None if compress == "none" else compress, model_spec=spec, device=device,
+                progress=lambda done, total: bar.update(task, completed=done),
+            )
+        if lead:
+            console.print(adversarial_set_table(stored))
+            console.print(f"Wrote {out}")
 
 
 @app.command()

@@ -30,6 +30,16 @@ from advcal.audit.result import HEADLINE, AuditResult, ModelAudit
 from advcal.checks import check_int
 from advcal.data import AdversarialSet, DataSource, load_data
 from advcal.devices import module_device, resolve_device
+from advcal.distributed import (
+    World,
+    agree,
+    all_gather_arrays,
+    concatenate_by_index,
+    gather_stats,
+    rank_positions,
+    shard,
+    world,
+)
 from advcal.errors import ConfigError, InputError
 from advcal.metrics import CalibrationReport, CalibrationStats
 from advcal.metrics.binning import equal_width_bin_index
@@ -155,6 +165,19 @@ def audit(
         attacker = get_attack(attack, eps=epsilons, seed=seed, **dict(attack_params or {}))
         attack_params_record = attacker.params()
     target = None if device is None else resolve_device(device)
+    # Under torchrun (or any initialised process group) each rank audits its part: whole
+    # batches of the data, or whole shards of a stored set, so that every batch is one of the
+    # single-process run; the statistics and per-sample records are then gathered exactly.
+    ranks = world()
+    if isinstance(data, AdversarialSet):
+        positions = rank_positions(len(data.manifest["shards"]), ranks)
+        if not positions:
+            raise InputError(f"adv_set: {data.path} has {len(data.manifest['shards'])} shards, fewer than "
+                             f"the {ranks.size} processes; use fewer processes")
+        part_size = sum(data.shard_size(k) for k in positions)
+    else:
+        part = shard(data, ranks, block=batch_size) if ranks.size > 1 else data
+        part_size = len(part)
     results = []
     devices = []
     for name, model in models.items():
@@ -163,12 +186,12 @@ def audit(
         try:
             model.to(target or home)
             if isinstance(data, AdversarialSet):
-                passes = _stored_passes(name, model, data, batch_size)
+                passes = _stored_passes(name, model, data, batch_size, positions)
             else:
-                passes = _attack_passes(name, model, data, attacker, batch_size)
+                passes = _attack_passes(name, model, part, attacker, batch_size)
             attack_name = str(attack_params_record["attack"])
-            results.append(_audit_model(name, passes, len(data), epsilons, attack_name, n_bins, bootstrap,
-                                        seed, limits, progress))
+            results.append(_audit_model(name, passes, part_size, epsilons, attack_name, n_bins, bootstrap,
+                                        seed, limits, progress, ranks))
             if isinstance(data, AdversarialSet):
                 results[-1].evaluation = _stored_evaluation(model, data)
                 results[-1].flags.extend(flag.as_dict() for flag in evaluation_flags(results[-1].evaluation))
@@ -226,11 +249,11 @@ def _attack_passes(
 
 
 def _stored_passes(
-    name: str, model: nn.Module, adv: AdversarialSet, batch_size: int
+    name: str, model: nn.Module, adv: AdversarialSet, batch_size: int, positions: Sequence[int]
 ) -> Iterator[BatchPasses]:
     """The model's logits at a stored set's clean and adversarial inputs: forward passes only."""
     device = module_device(model)
-    for index, x, y, adversarial in adv.batches(batch_size):
+    for index, x, y, adversarial in adv.batches(batch_size, positions):
         start = time.perf_counter()
         with frozen(model), torch.no_grad():
             clean_logits = check_logits(model(x.to(device)), len(x), f"model {name}").cpu()
@@ -245,6 +268,7 @@ def _stored_passes(
 def _audit_model(
     name: str, passes: Iterator[BatchPasses], n_samples: int, epsilons: list[float], attack_name: str,
     n_bins: int, bootstrap: int, seed: int, limits: Thresholds, progress: ProgressFn | None,
+    ranks: World,
 ) -> ModelAudit:
     def new_stats() -> CalibrationStats:
         return CalibrationStats(n_bins=n_bins, bootstrap=bootstrap, seed=seed)
@@ -255,25 +279,39 @@ def _audit_model(
     clean_time = attack_time = 0.0
     forward = backward = 0
     done = 0
-    for batch in passes:
-        start = time.perf_counter()
-        clean_stats.update(batch.clean_logits, batch.y, index=batch.index)
-        records.add("clean", batch.clean_logits, batch.y, batch.index)
-        clean_time += batch.clean_seconds + time.perf_counter() - start
-        start = time.perf_counter()
-        for eps, stats, logits in zip(epsilons, adversarial, batch.adversarial_logits, strict=True):
-            stats.update(logits, batch.y, index=batch.index)
-            records.add(f"eps={eps:g}", logits, batch.y, batch.index)
-        attack_time += batch.attack_seconds + time.perf_counter() - start
-        forward += batch.forward
-        backward += batch.backward
-        done += len(batch.y)
-        if progress is not None:
-            progress(name, done, n_samples)
+    failure = None
+    try:
+        for batch in passes:
+            start = time.perf_counter()
+            clean_stats.update(batch.clean_logits, batch.y, index=batch.index)
+            records.add("clean", batch.clean_logits, batch.y, batch.index)
+            clean_time += batch.clean_seconds + time.perf_counter() - start
+            start = time.perf_counter()
+            for eps, stats, logits in zip(epsilons, adversarial, batch.adversarial_logits, strict=True):
+                stats.update(logits, batch.y, index=batch.index)
+                records.add(f"eps={eps:g}", logits, batch.y, batch.index)
+            attack_time += batch.attack_seconds + time.perf_counter() - start
+            forward += batch.forward
+            backward += batch.backward
+            done += len(batch.y)
+            if progress is not None:
+                progress(name, done, n_samples)
+    except BaseException as error:  # every rank must learn of it; agree re-raises it
+        failure = error
+    agree(failure, ranks)  # one process: re-raises; several: all raise if any rank failed
+    samples = records.arrays()
+    if ranks.size > 1:
+        clean_stats = gather_stats(clean_stats, ranks)
+        adversarial = [gather_stats(stats, ranks) for stats in adversarial]
+        samples = concatenate_by_index(all_gather_arrays(samples, ranks))
+        costs = all_gather_arrays({"passes": np.array([forward, backward]),
+                                   "seconds": np.array([clean_time, attack_time])}, ranks)
+        forward, backward = (int(sum(c["passes"][k] for c in costs)) for k in (0, 1))
+        # Wall time of the slowest rank: the ranks ran side by side.
+        clean_time, attack_time = (float(max(c["seconds"][k] for c in costs)) for k in (0, 1))
     start = time.perf_counter()
     clean = clean_stats.compute(smooth=True)
     attacked = [(eps, stats.compute(smooth=True)) for eps, stats in zip(epsilons, adversarial, strict=True)]
-    samples = records.arrays()
     clean_entry = _summary(clean)
     clean_entry["selective"] = _selective(samples, "clean")
     threshold = coverage_threshold(samples["clean/confidence"], limits.abstention_coverage)

@@ -79,14 +79,15 @@ class AuditResult:
         """Write everything an audit produces into ``folder``, each file atomically.
 
         ``report.json``, ``samples.npz`` (per-sample record), ``report.html`` and
-        ``figures/*.png``; returns their paths by kind.
+        ``figures/*.png``; returns their paths by kind. ``report.json`` is removed first and
+        written last, so a folder holding one holds a complete report of a single run, even
+        when the process is killed part way.
         """
         folder = Path(folder)
-        return {
-            "json": self.to_json(folder / "report.json"),
-            "samples": self.write_samples(folder / "samples.npz"),
-            "html": self.to_html(folder / "report.html", folder / "figures"),
-        }
+        (folder / "report.json").unlink(missing_ok=True)
+        samples = self.write_samples(folder / "samples.npz")
+        html = self.to_html(folder / "report.html", folder / "figures")
+        return {"json": self.to_json(folder / "report.json"), "samples": samples, "html": html}
 
     def model(self, name: str) -> ModelAudit:
         """The audit of the model called ``name``."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import ModuleType
 
@@ -139,9 +139,14 @@ class AdversarialSet:
             )
         return decode_shard(data)
 
-    def shards(self) -> Iterator[dict[str, torch.Tensor]]:
-        """Every shard's tensors, in sample order."""
-        for position in range(len(self.manifest["shards"])):
+    def shard_size(self, position: int) -> int:
+        """Number of samples in shard ``position``."""
+        entry = self.manifest["shards"][position]
+        return int(entry["stop"]) - int(entry["start"])
+
+    def shards(self, positions: Sequence[int] | None = None) -> Iterator[dict[str, torch.Tensor]]:
+        """The tensors of every shard (or of shards ``positions``), in sample order."""
+        for position in range(len(self.manifest["shards"])) if positions is None else positions:
             yield self.read_shard(position)
 
     def accuracies(self) -> dict[str, float]:
@@ -157,10 +162,11 @@ class AdversarialSet:
         return {key: count / total for key, count in zip(keys, hits, strict=True)}
 
     def batches(
-        self, batch_size: int
+        self, batch_size: int, positions: Sequence[int] | None = None
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[torch.Tensor]]]:
-        """``(index, x, y, [x_adv per ε])`` in batches of at most ``batch_size`` within a shard."""
-        for shard in self.shards():
+        """``(index, x, y, [x_adv per ε])`` in batches of at most ``batch_size`` within a shard
+        (of every shard, or of shards ``positions``)."""
+        for shard in self.shards(positions):
             adversarial = [shard[f"x_adv.{k}"] for k in range(len(self.epsilons))]
             for start in range(0, len(shard["index"]), batch_size):
                 cut = slice(start, start + batch_size)
