@@ -116,6 +116,8 @@ def audit(
     bootstrap: Annotated[int, typer.Option(help="Bootstrap replicates for intervals.")] = 200,
     profile: Annotated[str, typer.Option(help="Flag thresholds: default, strict or lenient.")] = "default",
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N, mps or auto.")] = "cpu",
+    illusion: Annotated[bool, typer.Option(
+        help="Also check each model for an illusion of robustness (about 5 more attack runs).")] = False,
     out: Annotated[
         Path, typer.Option(help="Output folder: report.html, report.json, samples.npz, figures/.")
     ] = Path("advcal-report"),
@@ -149,7 +151,7 @@ def audit(
             tasks = {name: bar.add_task(f"auditing {name}", total=len(source)) for name in models}
             result = run_audit(
                 models, source, epsilons, attack, params, n_bins=bins, bootstrap=bootstrap, seed=seed,
-                batch_size=batch_size, profile=profile, device=device,
+                batch_size=batch_size, profile=profile, device=device, illusion=illusion,
                 progress=lambda name, done, total: bar.update(tasks[name], completed=done, total=total),
             )
         if not lead:
@@ -212,6 +214,51 @@ def attack_command(
         if lead:
             console.print(adversarial_set_table(stored))
             console.print(f"Wrote {out}")
+
+
+@app.command()
+def illusion(
+    model: Annotated[str, typer.Option(help="Model spec (as served: any temperature is part of it).")] = (
+        "digits-cnn-cold"),
+    weights: Annotated[Path | None, typer.Option(help="Weights (.safetensors or a .pt state dict).")] = None,
+    normalize: Annotated[
+        str | None, typer.Option(help="MEAN,STD (or per-channel means then stds) the model expects.")
+    ] = None,
+    data: Annotated[str, typer.Option(help=DATA_HELP)] = "digits",
+    split: Annotated[str, typer.Option(help="Held-out split the figures are measured on.")] = "test",
+    calibration_split: Annotated[str, typer.Option(
+        help="Clean split the cal temperature is fitted on and opt searches on.")] = "calibration",
+    limit: Annotated[int | None, typer.Option(help="At most N samples of each split (stratified).")] = None,
+    eps: Annotated[str | None, typer.Option(help="The L∞ budget (one value, fractions allowed). "
+                                                  "Default: the middle of the data's audit sweep.")] = None,
+    steps: Annotated[int, typer.Option(help="PGD and APGD iterations.")] = 20,
+    seed: Annotated[int, typer.Option(help="Seed of every attack's per-sample randomness.")] = 0,
+    batch_size: Annotated[int, typer.Option(help="Samples per pass.")] = 256,
+    full: Annotated[bool, typer.Option(help="Run every check, even when the cheap ones settle it.")] = False,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Also write the findings as JSON.")] = None,
+) -> None:
+    """Is the model's robustness genuine, or an illusion made by miscalibration?"""
+    from advcal.atomic import write_json_atomic
+    from advcal.audit.pipeline import default_epsilons
+    from advcal.checks import parse_numbers
+    from advcal.console import illusion_table
+    from advcal.data import load_data
+    from advcal.errors import InputError
+    from advcal.illusion import check_illusion
+
+    (spec, net), = _load_models([model], [weights] if weights else None, normalize).items()
+    test = load_data(data, split=split, limit=limit)
+    calibration = load_data(data, split=calibration_split, limit=limit)
+    values = parse_numbers(eps, "eps") if eps else [sorted(default_epsilons(test))[1]]
+    if len(values) != 1:
+        raise InputError(f"eps: expected one budget, got {len(values)} ({eps})")
+    with err_console.status(f"Checking {spec} for an illusion of robustness…"):
+        found = check_illusion(net, test, calibration, values[0], steps=steps, seed=seed,
+                               batch_size=batch_size, full=full)
+    console.print(illusion_table(found, spec))
+    if json_path is not None:
+        write_json_atomic(json_path, {"model": spec, **found.to_dict()})
+        console.print(f"Wrote {json_path}")
 
 
 @app.command()

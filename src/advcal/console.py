@@ -8,6 +8,7 @@ from rich.table import Table
 
 from advcal.audit.result import AuditResult
 from advcal.data.adversarial import AdversarialSet
+from advcal.illusion import IllusionReport
 from advcal.metrics.report import CalibrationReport
 
 
@@ -98,4 +99,26 @@ def adversarial_set_table(stored: AdversarialSet) -> Table:
     table.add_column("accuracy of the source model", justify="right")
     for key, value in stored.accuracies().items():
         table.add_row(key, f"{value:.3f}")
+    return table
+
+
+def illusion_table(found: IllusionReport, model: str) -> Table:
+    """Every check's adversarial accuracy, the verdict and its reasons."""
+    table = Table(title=f"Illusion of robustness? {model} at ε = {found.settings['eps']:g}",
+                  caption=f"verdict: {found.verdict.upper()} — " + "; ".join(found.reasons))
+    table.add_column("check")
+    table.add_column("adversarial accuracy", justify="right")
+    table.add_column("detail")
+    for name, check in found.checks.items():
+        if "adv_accuracy" not in check:
+            continue
+        detail = f"T = {check['temperature']:.3g}" if "temperature" in check else str(check.get("attack", ""))
+        marker = " ← best" if name == found.best_check else ""
+        table.add_row(name + marker, f"{check['adv_accuracy']:.3f}", detail)
+    sanity, gradients = found.checks["sanity"], found.checks["gradients"]
+    table.add_row("fgsm", f"{sanity['fgsm_adv_accuracy']:.3f}", "sanity: must not beat PGD")
+    table.add_row(f"pgd at ε = {sanity['large_eps']:g}", f"{sanity['large_eps_adv_accuracy']:.3f}",
+                  "sanity: must be near 0")
+    table.add_row("vanishing gradients", f"{gradients['vanishing_gradient_share']:.3f}",
+                  f"exactly zero: {gradients['zero_gradient_share']:.3f}")
     return table

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from advcal.errors import ConfigError
+from advcal.illusion import IllusionReport
 from advcal.metrics import CalibrationReport
 from advcal.metrics.paired import PairedChange
 
@@ -302,3 +303,20 @@ def evaluation_flags(evaluation: dict[str, object]) -> list[Flag]:
                   "source_model_fingerprint": evaluation["source_model_fingerprint"],
                   "adversarial_set": evaluation["adversarial_set"]},
     )]
+
+
+def illusion_flags(found: IllusionReport) -> list[Flag]:
+    """The illusion check's verdict as a flag: an illusion is an error, a suspicion a warning."""
+    if found.verdict == "genuine":
+        return []
+    evidence = {"verdict": found.verdict, "served_adv_accuracy": found.served_adv_accuracy,
+                "best_adv_accuracy": found.best_adv_accuracy, "best_check": found.best_check}
+    eps = float(found.settings["eps"])
+    if found.verdict == "illusion":
+        return [Flag("ILLUSION_OF_ROBUSTNESS", "error",
+                     f"The robustness shown at eps={eps:g} is an illusion: {found.reasons[0]}. Report "
+                     f"{found.best_adv_accuracy:.3f}, not {found.served_adv_accuracy:.3f}.",
+                     eps=eps, evidence=evidence)]
+    return [Flag("SUSPECT_ROBUSTNESS", "warning",
+                 f"The robustness shown at eps={eps:g} may be overstated: " + "; ".join(found.reasons) + ".",
+                 eps=eps, evidence=evidence)]

@@ -24,6 +24,7 @@ from advcal.audit.flags import (
     comparison_flags,
     evaluation_flags,
     get_profile,
+    illusion_flags,
     report_flags,
 )
 from advcal.audit.result import HEADLINE, AuditResult, ModelAudit
@@ -41,6 +42,7 @@ from advcal.distributed import (
     world,
 )
 from advcal.errors import ConfigError, InputError
+from advcal.illusion import check_illusion
 from advcal.metrics import CalibrationReport, CalibrationStats
 from advcal.metrics.binning import equal_width_bin_index
 from advcal.metrics.paired import paired_change
@@ -118,6 +120,8 @@ def audit(
     profile: str = "default",
     device: str | torch.device | None = None,
     progress: ProgressFn | None = None,
+    illusion: bool = False,
+    calibration: DataSource | None = None,
 ) -> AuditResult:
     """Audit each model's calibration on ``data``, clean and under ``attack`` at each ε.
 
@@ -139,6 +143,11 @@ def audit(
         device: where to run (``cpu``, ``cuda``, ``cuda:N``, ``mps``, ``auto``). Each model is
             moved there for the audit and back afterwards; by default each runs where it is.
         progress: called as ``progress(model_name, samples_done, samples_total)``.
+        illusion: also ask, per model, whether its robustness is genuine or an illusion made
+            by miscalibration (:func:`advcal.illusion.check_illusion` at the middle ε of the
+            sweep; its cheap checks cost about five attack runs).
+        calibration: the clean split the illusion check fits temperatures on (default: the
+            ``calibration`` split of the same data spec).
     """
     if isinstance(models, nn.Module):
         models = {type(models).__name__: models}
@@ -165,6 +174,8 @@ def audit(
         attacker = get_attack(attack, eps=epsilons, seed=seed, **dict(attack_params or {}))
         attack_params_record = attacker.params()
     target = None if device is None else resolve_device(device)
+    if illusion:
+        calibration = _calibration_split(data, calibration)
     # Under torchrun (or any initialised process group) each rank audits its part: whole
     # batches of the data, or whole shards of a stored set, so that every batch is one of the
     # single-process run; the statistics and per-sample records are then gathered exactly.
@@ -195,6 +206,12 @@ def audit(
             if isinstance(data, AdversarialSet):
                 results[-1].evaluation = _stored_evaluation(model, data)
                 results[-1].flags.extend(flag.as_dict() for flag in evaluation_flags(results[-1].evaluation))
+            if illusion:
+                found = check_illusion(model, data, calibration, sorted(epsilons)[len(epsilons) // 2],
+                                       steps=int(attack_params_record.get("steps", 20)), seed=seed,
+                                       batch_size=batch_size)
+                results[-1].illusion = found.to_dict()
+                results[-1].flags.extend(flag.as_dict() for flag in illusion_flags(found))
         finally:
             model.to(home)
     config = {
@@ -349,6 +366,19 @@ def _audit_model(
         cost={"forward_passes": forward, "backward_passes": backward,
               "seconds": {"clean": clean_time, "attack": attack_time, "metrics": metrics_time}},
     )
+
+
+def _calibration_split(data: DataSource | AdversarialSet, calibration: DataSource | None) -> DataSource:
+    """The clean split the illusion check fits its temperatures on."""
+    if isinstance(data, AdversarialSet):
+        raise ConfigError("illusion: the illusion check attacks each model itself; it cannot run on a "
+                          "stored adversarial set")
+    if calibration is not None:
+        return calibration
+    if data.split in ("calibration", "all"):
+        raise ConfigError(f"illusion: the audited split is {data.split!r}, so no separate calibration "
+                          "split is left to fit temperatures on; audit the test split or pass calibration=")
+    return load_data(data.name, split="calibration")
 
 
 def _data_config(data: DataSource | AdversarialSet) -> dict[str, object]:

@@ -33,6 +33,8 @@ class ModelAudit:
     # How the adversarial inputs were made: live white-box attack, or a stored set (white-box
     # when this model made it, else transfer).
     evaluation: dict[str, object] = field(default_factory=lambda: {"kind": "white-box"})
+    # The illusion-of-robustness check (advcal.illusion), when the audit ran it.
+    illusion: dict[str, object] | None = None
 
 
 @dataclass
@@ -48,7 +50,7 @@ class AuditResult:
             "config": self.config,
             "models": [
                 {"name": m.name, "evaluation": m.evaluation, "clean": m.clean, "attacks": m.attacks,
-                 "flags": m.flags, "cost": m.cost}
+                 "flags": m.flags, "cost": m.cost} | ({"illusion": m.illusion} if m.illusion else {})
                 for m in self.models
             ],
         })

@@ -18,7 +18,7 @@ from torch import nn
 
 from advcal.errors import ConfigError, InputError
 from advcal.models.reference import DigitsCNN
-from advcal.models.wrappers import Normalized
+from advcal.models.wrappers import Normalized, TemperatureScaled
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 
@@ -31,6 +31,9 @@ class BuiltinModel:
     weights: str
     data: str
     description: str
+    # Served at this temperature (logits divided by it after the weights are loaded): the
+    # illusion-of-robustness demonstration models, whose predictions are digits-cnn's.
+    temperature: float = 1.0
 
 
 BUILTIN_MODELS: dict[str, BuiltinModel] = {
@@ -38,6 +41,10 @@ BUILTIN_MODELS: dict[str, BuiltinModel] = {
                                "DigitsCNN, standard training"),
     "digits-cnn-at": BuiltinModel(DigitsCNN, "digits-cnn-at.safetensors", "digits",
                                   "DigitsCNN, PGD adversarial training"),
+    "digits-cnn-cold": BuiltinModel(DigitsCNN, "digits-cnn.safetensors", "digits",
+                                    "digits-cnn served at T = 0.001 (over-confident)", temperature=1e-3),
+    "digits-cnn-hot": BuiltinModel(DigitsCNN, "digits-cnn.safetensors", "digits",
+                                   "digits-cnn served at T = 10000 (under-confident)", temperature=1e4),
 }
 
 
@@ -57,14 +64,18 @@ def load_model(
         normalize: ``(mean, std)`` per channel when the model expects normalised inputs; the
             returned model then takes [0, 1] inputs (:class:`~advcal.models.Normalized`).
     """
+    temperature = 1.0
     if spec in BUILTIN_MODELS:
         builtin = BUILTIN_MODELS[spec]
         model = builtin.factory()
         weights = weights if weights is not None else WEIGHTS_DIR / builtin.weights
+        temperature = builtin.temperature
     else:
         model = _from_factory(spec)
     if weights is not None:
         load_weights(model, weights)
+    if temperature != 1.0:
+        model = TemperatureScaled(model, temperature)
     if normalize is not None:
         model = Normalized(model, *normalize)
     return model.eval()

@@ -47,6 +47,11 @@ FLAG_EXPLANATIONS = {
     "little in between, so averages such as ECE summarise it badly; read the histogram.",
     "ABSTENTION_FAILS": "A confidence threshold chosen on clean inputs to abstain on the least confident "
     "ones no longer protects under attack: the attacked inputs it keeps are wrong far more often.",
+    "ILLUSION_OF_ROBUSTNESS": "Part of the robustness the standard attack shows comes from the model's "
+    "(mis)calibration breaking the attack, not from the model resisting; an attack that accounts for "
+    "it finds the lower figure, which is the one to report.",
+    "SUSPECT_ROBUSTNESS": "The standard attack may be understating this model's weakness: a stronger or "
+    "recalibrated attack did somewhat better, or the attack misbehaved. Treat the robust accuracy with care.",
     "TRANSFER_EVALUATION": "The adversarial inputs came from a stored set crafted against another model. "
     "Transferred attacks are weaker than attacks on this model, so its robustness looks better than it is.",
 }
@@ -344,7 +349,23 @@ def _model_view(index: int, model: Mapping, drawn: Sequence[ModelFigure]) -> dic
         "selective": _selective_rows(conditions),
         "abstention": [_abstention_row(a) for a in model["attacks"] if a.get("abstention")],
         "cost": model.get("cost") or None,
+        "illusion": _illusion_view(model.get("illusion")),
     }
+
+
+def _illusion_view(found: Mapping | None) -> dict | None:
+    """The illusion check's verdict, reasons and one row per attack check."""
+    if not found:
+        return None
+    rows = []
+    for name, check in (found.get("checks") or {}).items():
+        if "adv_accuracy" not in check:
+            continue
+        detail = f"T = {check['temperature']:.3g}" if "temperature" in check else str(check.get("attack", ""))
+        rows.append({"check": name, "accuracy": _num(check["adv_accuracy"]), "detail": detail,
+                     "best": name == found.get("best_check")})
+    return {"verdict": found.get("verdict"), "reasons": list(found.get("reasons") or []), "rows": rows,
+            "eps": (found.get("settings") or {}).get("eps"), "runs": found.get("attack_runs")}
 
 
 def _abstention_row(attack: Mapping) -> dict:

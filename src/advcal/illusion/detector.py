@@ -1,0 +1,290 @@
+"""Is this robustness real? Checks that pierce robustness made by miscalibration.
+
+A model served with extreme confidence (or none) can look robust because the attack's search
+breaks, not because the model resists (arXiv 2402.17509). :func:`check_illusion` attacks the
+served model as everyone does (PGD with cross-entropy), then tries what an adaptive adversary
+would, and compares:
+
+1. **temperature sweep**: PGD through ``loss_temperature = T`` on a log grid 1e-3 … 1e6;
+2. **cal**: one temperature fitted by NLL on clean calibration data, PGD through it;
+3. **opt**: the loss temperature minimising adversarial accuracy on the calibration split
+   (:mod:`advcal.illusion.search`), then applied to the test split;
+4. **scale-invariant losses**: PGD on the margin (CW) loss and APGD on the DLR loss;
+5. **black-box**: Square at the same ε;
+6. **attack sanity**: FGSM does not beat PGD, accuracy falls with ε and nears 0 at a very
+   large ε;
+7. **gradient evidence**: the share of samples whose input gradient is exactly zero, or too
+   small to move the loss at float32 resolution anywhere in the ε-ball.
+
+The cheap checks (2, 4, 6, 7) run first; when they settle the verdict, the expensive ones
+(1, 3, 5) are skipped unless ``full=True``. Every figure is an adversarial accuracy of the
+model as served (temperatures change only the attack's loss, never the predictions).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+import advcal
+from advcal.attacks import APGD, FGSM, PGD, Attack, Square
+from advcal.calibration import fit_temperature
+from advcal.checks import check_int
+from advcal.data import DataSource
+from advcal.devices import module_device
+from advcal.errors import InputError
+from advcal.illusion.search import log_grid, optimise_temperature
+from advcal.models import check_logits, frozen
+
+VERDICTS = ("genuine", "suspect", "illusion")
+# A check that beats the served-model PGD by this much (absolute adversarial accuracy) shows
+# that PGD's failure, not the model, made the robustness: an illusion. A smaller gap between
+# SUSPECT_GAP and ILLUSION_GAP is what a stronger attack (APGD over PGD) usually buys on a
+# genuinely robust model; it is reported but only called suspect.
+ILLUSION_GAP = 0.05
+SUSPECT_GAP = 0.03
+# Attack sanity: tolerances for "FGSM no better than PGD" and "accuracy falls with ε", and the
+# accuracy a very large ε must bring the model under.
+SANITY_TOLERANCE = 0.02
+LARGE_EPS_ACCURACY = 0.05
+# Gradient evidence: above this share of samples with a vanishing gradient, gradients are masked.
+VANISHING_SHARE = 0.10
+TEMPERATURES = log_grid(1e-3, 1e6)
+FLOAT32_RESOLUTION = float(np.finfo(np.float32).eps)
+
+
+@dataclass
+class IllusionReport:
+    """The verdict and the evidence (see :func:`check_illusion`); ``to_dict`` is its JSON."""
+
+    verdict: str
+    served_adv_accuracy: float
+    best_adv_accuracy: float
+    best_check: str
+    reasons: list[str]
+    checks: dict[str, dict[str, object]]
+    attack_runs: int
+    cost: dict[str, object]
+    settings: dict[str, object] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "verdict": self.verdict,
+            "served_adv_accuracy": self.served_adv_accuracy,
+            "best_adv_accuracy": self.best_adv_accuracy,
+            "best_check": self.best_check,
+            "reasons": list(self.reasons),
+            "checks": self.checks,
+            "attack_runs": self.attack_runs,
+            "cost": self.cost,
+            "settings": self.settings,
+        }
+
+
+class _Runner:
+    """Runs attacks over a split in batches, counting runs, passes and time."""
+
+    def __init__(self, model: nn.Module, batch_size: int):
+        self.model, self.batch_size = model, batch_size
+        self.device = module_device(model)
+        self.runs = self.forward = self.backward = 0
+        self.seconds = 0.0
+
+    def accuracy(self, attack: Attack, data: DataSource) -> float:
+        """Adversarial accuracy of the model on ``data`` under ``attack`` (one attack run)."""
+        start, hits = time.perf_counter(), 0
+        for index, x, y in data.batches(self.batch_size):
+            result = attack(self.model, x.to(self.device), y.to(self.device), index=index)
+            hits += int((result.logits.argmax(1).cpu() == y).sum())
+            self.forward += result.forward_passes + 1  # + the attack's own clean pass
+            self.backward += result.backward_passes
+        self.runs += 1
+        self.seconds += time.perf_counter() - start
+        return hits / len(data)
+
+    def logits(self, data: DataSource) -> torch.Tensor:
+        parts = []
+        with frozen(self.model), torch.no_grad():
+            for _, x, _ in data.batches(self.batch_size):
+                parts.append(check_logits(self.model(x.to(self.device)), len(x), "model").double().cpu())
+        self.forward += -(-len(data) // self.batch_size)
+        return torch.cat(parts)
+
+    def gradient_evidence(self, data: DataSource, eps: float) -> dict[str, float]:
+        """Shares of samples whose cross-entropy input gradient is exactly zero, or so small that
+        ``eps · ‖g‖₁`` (the first-order change of the loss over the ε-ball) is below float32
+        resolution of the loss."""
+        zero = flat = 0
+        with frozen(self.model):
+            for _, x, y in data.batches(self.batch_size):
+                x_in = x.to(self.device).requires_grad_(True)
+                losses = nn.functional.cross_entropy(self.model(x_in), y.to(self.device), reduction="none")
+                (grad,) = torch.autograd.grad(losses.sum(), x_in)
+                grad, losses = grad.flatten(1).detach().cpu(), losses.detach().cpu()
+                zero += int((grad == 0).all(1).sum())
+                change = eps * grad.abs().sum(1)
+                flat += int((change <= FLOAT32_RESOLUTION * losses.abs().clamp_min(1e-30)).sum())
+        self.forward += -(-len(data) // self.batch_size)
+        self.backward += -(-len(data) // self.batch_size)
+        return {"zero_gradient_share": zero / len(data), "vanishing_gradient_share": flat / len(data)}
+
+
+def check_illusion(
+    model: nn.Module,
+    test: DataSource,
+    calibration: DataSource,
+    eps: float,
+    *,
+    steps: int = 20,
+    seed: int = 0,
+    batch_size: int = 256,
+    full: bool = False,
+    temperatures: Sequence[float] = TEMPERATURES,
+    square_queries: int = 500,
+) -> IllusionReport:
+    """Whether ``model``'s robustness at ``eps`` is genuine, an illusion, or suspect.
+
+    Args:
+        model: the model as served (it returns logits; any temperature is part of it).
+        test: the held-out split the figures are measured on.
+        calibration: clean data to fit the ``cal`` temperature and to search ``opt`` on.
+        eps: the L∞ budget, in input units.
+        steps: PGD (and APGD) iterations of every gradient attack.
+        seed: the seed of every attack's per-sample randomness.
+        batch_size: samples per pass.
+        full: run every check even when the cheap ones settle the verdict.
+        temperatures: the grid of the temperature sweep.
+        square_queries: the query budget of the black-box Square attack.
+    """
+    check_int(steps, "steps", 1)
+    check_int(batch_size, "batch_size", 1)
+    if not 0 < eps < 1:
+        raise InputError(f"eps: expected a budget in (0, 1) input units, got {eps!r}")
+    runner = _Runner(model, batch_size)
+    checks: dict[str, dict[str, object]] = {}
+
+    def pgd(**options: object) -> PGD:
+        return PGD(eps=eps, steps=steps, seed=seed, **options)
+
+    clean = runner.logits(test)
+    clean_accuracy = float((clean.argmax(1) == test.y).double().mean())
+    served = runner.accuracy(pgd(), test)
+    one_run = {"forward": runner.forward, "backward": runner.backward, "seconds": runner.seconds}
+    checks["served"] = {"adv_accuracy": served, "clean_accuracy": clean_accuracy,
+                        "mean_confidence": _mean_confidence(clean, 1.0), "attack": "pgd-ce"}
+    checks["margin"] = {"adv_accuracy": runner.accuracy(pgd(loss="margin"), test), "attack": "pgd-margin"}
+    checks["dlr"] = {"adv_accuracy": runner.accuracy(APGD(eps=eps, steps=steps, seed=seed, loss="dlr"), test),
+                     "attack": "apgd-dlr"}
+    temperature = fit_temperature(runner.logits(calibration), calibration.y)
+    checks["cal"] = {"adv_accuracy": runner.accuracy(pgd(loss_temperature=temperature), test),
+                     "temperature": temperature, "attack": "pgd-ce through the NLL-fitted temperature"}
+    checks["sanity"] = _sanity(runner, test, eps, steps, seed, served)
+    checks["gradients"] = runner.gradient_evidence(test, eps)
+
+    verdict, reasons = _verdict(checks)
+    settled = verdict == "illusion" or (verdict == "genuine" and not _doubts(checks))
+    if full or not settled:
+        sweep = [(t, runner.accuracy(pgd(loss_temperature=t), test), _mean_confidence(clean, t))
+                 for t in temperatures]
+        best_t, best_accuracy, _ = min(sweep, key=lambda row: row[1])
+        checks["sweep"] = {"adv_accuracy": best_accuracy, "temperature": best_t,
+                           "curve": [{"temperature": t, "adv_accuracy": a, "mean_confidence": c}
+                                     for t, a, c in sweep]}
+        search = optimise_temperature(lambda t: runner.accuracy(pgd(loss_temperature=t), calibration))
+        opt_accuracy = runner.accuracy(pgd(loss_temperature=search.temperature), test)
+        checks["opt"] = {"adv_accuracy": opt_accuracy, "temperature": search.temperature,
+                         "search": search.to_dict(),
+                         "agrees_with_grid": abs(opt_accuracy - best_accuracy) <= SANITY_TOLERANCE}
+        checks["square"] = {"adv_accuracy": runner.accuracy(
+            Square(eps=eps, queries=square_queries, seed=seed), test), "queries": square_queries}
+        verdict, reasons = _verdict(checks)
+    attacked = {name: float(c["adv_accuracy"]) for name, c in checks.items() if "adv_accuracy" in c}
+    best_check = min(attacked, key=lambda name: (attacked[name], name != "served"))
+    one_run_passes = one_run["forward"] + 2 * one_run["backward"]
+    return IllusionReport(
+        verdict=verdict,
+        served_adv_accuracy=served,
+        best_adv_accuracy=attacked[best_check],
+        best_check=best_check,
+        reasons=reasons,
+        checks=checks,
+        attack_runs=runner.runs,
+        cost={"forward_passes": runner.forward, "backward_passes": runner.backward,
+              "seconds": runner.seconds,
+              # forward + 2 x backward as a unit of work, and wall time, against one served PGD run
+              "runs_of_served_pgd": (runner.forward + 2 * runner.backward) / one_run_passes,
+              "time_of_served_pgd": runner.seconds / one_run["seconds"],
+              "settled_by_cheap_checks": settled},
+        settings={"advcal_version": advcal.__version__, "eps": eps, "steps": steps, "seed": seed,
+                  "batch_size": batch_size, "full": full, "temperatures": list(temperatures),
+                  "square_queries": square_queries, "test": {"spec": test.name, "split": test.split,
+                  "n_samples": len(test)}, "calibration": {"spec": calibration.name,
+                  "split": calibration.split, "n_samples": len(calibration)}},
+    )
+
+
+def _mean_confidence(logits: torch.Tensor, temperature: float) -> float:
+    return float(torch.softmax(logits / temperature, 1).max(1).values.mean())
+
+
+def _sanity(runner: _Runner, test: DataSource, eps: float, steps: int, seed: int, served: float) -> dict:
+    """FGSM against PGD, and PGD at half and at a very large ε (fewer steps: a sanity check)."""
+    quick = max(1, steps // 4)
+    half = runner.accuracy(PGD(eps=eps / 2, steps=quick, seed=seed), test)
+    large_eps = min(0.5, 8 * eps)
+    large = runner.accuracy(PGD(eps=large_eps, steps=quick, seed=seed), test)
+    fgsm = runner.accuracy(FGSM(eps=eps, seed=seed), test)
+    return {
+        "fgsm_adv_accuracy": fgsm, "half_eps_adv_accuracy": half, "large_eps": large_eps,
+        "large_eps_adv_accuracy": large,
+        "fgsm_beats_pgd": fgsm < served - SANITY_TOLERANCE,
+        "not_monotone_in_eps": half < served - SANITY_TOLERANCE or large > served + SANITY_TOLERANCE,
+        "large_eps_not_near_zero": large > LARGE_EPS_ACCURACY,
+    }
+
+
+def _doubts(checks: dict[str, dict[str, object]]) -> list[str]:
+    """What the sanity and gradient checks found wrong, in plain words."""
+    sanity, gradients = checks["sanity"], checks["gradients"]
+    out = []
+    if sanity["fgsm_beats_pgd"]:
+        out.append(f"one-step FGSM ({sanity['fgsm_adv_accuracy']:.3f}) beats 20-step PGD "
+                   f"({checks['served']['adv_accuracy']:.3f}): PGD's iterations are misled")
+    if sanity["not_monotone_in_eps"]:
+        out.append("adversarial accuracy does not fall as ε grows")
+    if sanity["large_eps_not_near_zero"]:
+        out.append(f"at ε = {sanity['large_eps']:g} adversarial accuracy is still "
+                   f"{sanity['large_eps_adv_accuracy']:.3f}, not near zero: the attack is blocked")
+    share = gradients["vanishing_gradient_share"]
+    if share > VANISHING_SHARE:
+        out.append(f"{share:.0%} of samples have a vanishing input gradient under the served model")
+    square = checks.get("square", {}).get("adv_accuracy")
+    if square is not None and square < checks["served"]["adv_accuracy"] - SANITY_TOLERANCE:
+        out.append(f"black-box Square ({checks['square']['adv_accuracy']:.3f}) beats white-box PGD")
+    return out
+
+
+def _verdict(checks: dict[str, dict[str, object]]) -> tuple[str, list[str]]:
+    served = float(checks["served"]["adv_accuracy"])
+    others = {name: float(c["adv_accuracy"]) for name, c in checks.items()
+              if "adv_accuracy" in c and name != "served"}
+    best = min(others, key=others.get)
+    gap = served - others[best]
+    doubts = _doubts(checks)
+    if gap >= ILLUSION_GAP:
+        reasons = [f"the served model's PGD accuracy {served:.3f} falls to {others[best]:.3f} under the "
+                   f"'{best}' check: {gap:.3f} of its robustness is an artefact of how the attack "
+                   "meets its confidence, not resistance", *doubts]
+        return "illusion", reasons
+    if gap >= SUSPECT_GAP or doubts:
+        lead = (f"the '{best}' check lowers adversarial accuracy by {gap:.3f} (from {served:.3f})"
+                if gap >= SUSPECT_GAP else f"no check lowers adversarial accuracy by {SUSPECT_GAP} or more")
+        return "suspect", [lead, *doubts]
+    return "genuine", [f"no check lowers the served model's adversarial accuracy {served:.3f} by "
+                       f"{SUSPECT_GAP} or more (best: '{best}' at {others[best]:.3f}), and the attack "
+                       "behaves as it should"]
