@@ -118,6 +118,10 @@ def audit(
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N, mps or auto.")] = "cpu",
     illusion: Annotated[bool, typer.Option(
         help="Also check each model for an illusion of robustness (about 5 more attack runs).")] = False,
+    calibrator: Annotated[list[Path] | None, typer.Option(
+        help="A calibrator saved by advcal calibrate, per --model: audit the calibrated model.")] = None,
+    ensemble: Annotated[bool, typer.Option(
+        help="Audit the --model arguments as one ensemble (probabilities averaged).")] = False,
     out: Annotated[
         Path, typer.Option(help="Output folder: report.html, report.json, samples.npz, figures/.")
     ] = Path("advcal-report"),
@@ -136,6 +140,11 @@ def audit(
     from advcal.errors import ConfigError
 
     models = _load_models(model or ["digits-cnn", "digits-cnn-at"], weights, normalize)
+    models = _calibrated(models, calibrator)
+    if ensemble:
+        from advcal.models import Ensemble
+
+        models = {"ensemble(" + " + ".join(models) + ")": Ensemble(list(models.values()))}
     if adv_set is not None:
         if data is not None or limit is not None:
             raise ConfigError("adv-set: a stored set brings its own data; leave out --data and --limit")
@@ -262,6 +271,64 @@ def illusion(
 
 
 @app.command()
+def calibrate(
+    model: Annotated[str, typer.Option(help="Model spec (uncalibrated logits).")] = "digits-cnn",
+    weights: Annotated[Path | None, typer.Option(help="Weights (.safetensors or a .pt state dict).")] = None,
+    normalize: Annotated[
+        str | None, typer.Option(help="MEAN,STD (or per-channel means then stds) the model expects.")
+    ] = None,
+    data: Annotated[str, typer.Option(help=DATA_HELP)] = "digits",
+    split: Annotated[str, typer.Option(help="Split the fixes are scored on.")] = "test",
+    calibration_split: Annotated[
+        str, typer.Option(help="Split the calibrators are fitted on.")] = "calibration",
+    limit: Annotated[int | None, typer.Option(help="At most N samples of each split (stratified).")] = None,
+    eps: Annotated[str | None, typer.Option(help=EPS_HELP + " Default: suited to the data.")] = None,
+    attack: Annotated[str, typer.Option(help=ATTACK_HELP)] = "pgd",
+    steps: Annotated[int | None, typer.Option(help="Attack steps (queries for square).")] = 20,
+    seed: Annotated[int, typer.Option(help="Seed of the attacks' per-sample randomness.")] = 0,
+    batch_size: Annotated[int, typer.Option(help="Samples per pass.")] = 256,
+    calibrators: Annotated[str, typer.Option(
+        help="Comma-separated: temperature, vector, isotonic, histogram, adversarial-temperature."
+    )] = "temperature,vector,isotonic,histogram,adversarial-temperature",
+    fit_on: Annotated[str, typer.Option(help="Comma-separated: clean, adversarial, mixed.")] = (
+        "clean,adversarial,mixed"),
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Also write the fixes table as JSON.")] = None,
+    out: Annotated[Path | None, typer.Option(
+        help="Save every fitted calibrator in OUT/<kind>-<fit_on>/ (audit with --calibrator).")] = None,
+) -> None:
+    """Which post-hoc calibration fix survives attack? Fit each, score it clean and attacked."""
+    from advcal.atomic import write_json_atomic
+    from advcal.audit.pipeline import default_epsilons
+    from advcal.calibration import evaluate_fixes
+    from advcal.checks import parse_numbers
+    from advcal.console import fixes_table
+    from advcal.data import load_data
+
+    (spec, net), = _load_models([model], [weights] if weights else None, normalize).items()
+    test = load_data(data, split=split, limit=limit)
+    calibration = load_data(data, split=calibration_split, limit=limit)
+    epsilons = parse_numbers(eps, "eps") if eps else default_epsilons(test)
+    with err_console.status(f"Fitting and attacking calibrators of {spec}…"):
+        found = evaluate_fixes(net, calibration, test, epsilons, attack=attack,
+                               attack_params=_attack_params(attack, steps), seed=seed, batch_size=batch_size,
+                               calibrators=_names(calibrators), fit_on=_names(fit_on))
+    console.print(fixes_table(found, spec))
+    if out is not None:
+        for fix in found.fixes:
+            fix.fitted.save(out / f"{fix.calibrator}-{fix.fit_on}")
+        write_json_atomic(out / "fixes.json", {"model": spec, **found.to_dict()})
+        console.print(f"Wrote {len(found.fixes)} calibrators and fixes.json to {out}")
+    if json_path is not None:
+        write_json_atomic(json_path, {"model": spec, **found.to_dict()})
+        console.print(f"Wrote {json_path}")
+
+
+def _names(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+@app.command()
 def report(
     file: Annotated[Path, typer.Argument(help="A report.json written by advcal audit.")],
     html: Annotated[Path, typer.Option(help="Where to write the HTML report.")] = Path("report.html"),
@@ -293,6 +360,23 @@ def _load_models(specs: list[str], weights: list[Path] | None, normalize: str | 
         raise InputError(f"weights: give one --weights per --model ({len(specs)}), got {len(weights)}")
     mean_std = parse_normalize(normalize) if normalize else None
     return {spec: load_model(spec, weights[i] if weights else None, mean_std) for i, spec in enumerate(specs)}
+
+
+def _calibrated(models: dict, calibrators: list[Path] | None) -> dict:
+    """Each model wrapped by its calibrator (one per model, in order), renamed after it."""
+    if not calibrators:
+        return models
+    from advcal.calibration import load_calibrator
+    from advcal.errors import InputError
+
+    if len(calibrators) != len(models):
+        raise InputError(
+            f"calibrator: give one --calibrator per --model ({len(models)}), got {len(calibrators)}")
+    out = {}
+    for (name, net), folder in zip(models.items(), calibrators, strict=True):
+        fitted = load_calibrator(folder)
+        out[f"{name} + {fitted.kind} ({folder.name})"] = fitted.wrap(net)
+    return out
 
 
 def _attack_params(attack: str, steps: int | None) -> dict[str, int]:

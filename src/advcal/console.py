@@ -7,6 +7,7 @@ import math
 from rich.table import Table
 
 from advcal.audit.result import AuditResult
+from advcal.calibration import FixesReport
 from advcal.data.adversarial import AdversarialSet
 from advcal.illusion import IllusionReport
 from advcal.metrics.report import CalibrationReport
@@ -121,4 +122,25 @@ def illusion_table(found: IllusionReport, model: str) -> Table:
                   "sanity: must be near 0")
     table.add_row("vanishing gradients", f"{gradients['vanishing_gradient_share']:.3f}",
                   f"exactly zero: {gradients['zero_gradient_share']:.3f}")
+    return table
+
+
+def fixes_table(found: FixesReport, model: str) -> Table:
+    """ECE clean and under the adaptive attack per ε, per fix, with whether it holds."""
+    conditions = [key for key in found.baseline if key != "clean"]
+    table = Table(title=f"Which calibration fix survives attack? {model}",
+                  caption="ECE; attacked columns: the adaptive attacker (frozen-set figures in the JSON). "
+                          + " ".join(flag["message"] + "." for flag in found.flags))
+    table.add_column("fix")
+    table.add_column("clean", justify="right")
+    for condition in conditions:
+        table.add_column(condition, justify="right")
+    table.add_column("holds / helps")
+    table.add_row("none", _fmt(found.baseline["clean"]["ece"]),
+                  *(_fmt(found.baseline[c]["ece"]) for c in conditions), "")
+    for fix in found.fixes:
+        adaptive = fix.metrics["adaptive"]
+        table.add_row(fix.name, _fmt(fix.metrics["frozen"]["clean"]["ece"]),
+                      *(_fmt(adaptive[c]["ece"]) for c in conditions),
+                      f"{'yes' if fix.holds else 'no'} / {'yes' if fix.helps else 'no'}")
     return table

@@ -28,6 +28,7 @@ from advcal.audit.flags import (
     report_flags,
 )
 from advcal.audit.result import HEADLINE, AuditResult, ModelAudit
+from advcal.calibration import CalibratedModel, attack_calibrated
 from advcal.checks import check_int
 from advcal.data import AdversarialSet, DataSource, load_data
 from advcal.devices import module_device, resolve_device
@@ -257,7 +258,10 @@ def _attack_passes(
             clean_logits = check_logits(model(x_dev), len(x), f"model {name}")
         clean_seconds = time.perf_counter() - start
         start = time.perf_counter()
-        results = attacker(model, x_dev, y_dev, index=index, clean_logits=clean_logits)
+        if isinstance(model, CalibratedModel):  # end to end, or BPDA for non-differentiable calibrators
+            results = attack_calibrated(attacker, model, x_dev, y_dev, index)
+        else:
+            results = attacker(model, x_dev, y_dev, index=index, clean_logits=clean_logits)
         yield BatchPasses(
             index, y, clean_logits.cpu(), [result.logits.cpu() for result in results],
             1 + sum(r.forward_passes for r in results), sum(r.backward_passes for r in results),

@@ -1,5 +1,37 @@
-"""Post-hoc calibration: fitted maps from logits to calibrated probabilities."""
+"""Post-hoc calibration: fitted maps from logits to calibrated probabilities.
 
-from advcal.calibration.temperature import fit_temperature, nll_at_temperature
+>>> from advcal.calibration import TemperatureScaling
+>>> calibrator = TemperatureScaling().fit(calibration_logits, calibration_labels)   # doctest: +SKIP
+>>> probabilities = calibrator.predict_proba(test_logits)                            # doctest: +SKIP
+>>> calibrated_model = calibrator.wrap(model)          # an nn.Module: audit it, attack it  # doctest: +SKIP
+"""
 
-__all__ = ["fit_temperature", "nll_at_temperature"]
+from advcal.calibration.adaptive import attack_calibrated
+from advcal.calibration.base import CalibratedModel, Calibrator, load_calibrator
+from advcal.calibration.binning import HistogramBinning, IsotonicCalibration
+from advcal.calibration.fixes import FixesReport, evaluate_fixes
+from advcal.calibration.registry import CALIBRATORS
+from advcal.calibration.temperature import (
+    AdversarialTemperatureScaling,
+    TemperatureScaling,
+    fit_temperature,
+    nll_at_temperature,
+)
+from advcal.calibration.vector import VectorScaling
+
+__all__ = [
+    "CALIBRATORS",
+    "AdversarialTemperatureScaling",
+    "CalibratedModel",
+    "Calibrator",
+    "FixesReport",
+    "HistogramBinning",
+    "IsotonicCalibration",
+    "TemperatureScaling",
+    "VectorScaling",
+    "attack_calibrated",
+    "evaluate_fixes",
+    "fit_temperature",
+    "load_calibrator",
+    "nll_at_temperature",
+]

@@ -5,11 +5,12 @@ from advcal.models.fingerprint import model_fingerprint
 from advcal.models.guard import check_logits, frozen
 from advcal.models.loading import BUILTIN_MODELS, load_model, load_weights, parse_normalize
 from advcal.models.reference import DigitsCNN
-from advcal.models.wrappers import Normalized, TemperatureScaled
+from advcal.models.wrappers import Ensemble, Normalized, TemperatureScaled
 
 __all__ = [
     "BUILTIN_MODELS",
     "DigitsCNN",
+    "Ensemble",
     "Normalized",
     "TemperatureScaled",
     "check_logits",

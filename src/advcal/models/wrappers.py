@@ -42,3 +42,22 @@ class TemperatureScaled(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x) / self.temperature
+
+
+class Ensemble(nn.Module):
+    """Several models combined by averaging their probabilities (the seed's ensemble calibration).
+
+    The output is ``log(mean_m softmax(model_m(x)))``: log-probabilities, which every advcal
+    metric and attack takes as logits (their softmax is the averaged probabilities), so the
+    ensemble is audited and attacked as one model, end to end.
+    """
+
+    def __init__(self, models: Sequence[nn.Module]) -> None:
+        super().__init__()
+        if len(models) < 2:
+            raise InputError(f"models: an ensemble needs at least 2 models, got {len(models)}")
+        self.members = nn.ModuleList(models)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        stacked = torch.stack([torch.log_softmax(member(x), 1) for member in self.members])
+        return torch.logsumexp(stacked, 0) - torch.log(torch.tensor(float(len(self.members))))

@@ -1,0 +1,230 @@
+"""Which post-hoc fix survives attack? Every calibrator, fitted three ways, under two threats.
+
+Each calibrator is fitted on the calibration split — on clean logits, on adversarial logits
+(examples crafted against the uncalibrated model at every ε of the sweep, pooled), or on both
+(``mixed``); adversarial temperature scaling is always fitted on both. Each fit is then scored
+on the test split, clean and at every ε, in two threat models:
+
+* ``frozen`` — the adversarial examples crafted against the *uncalibrated* model (a frozen set,
+  what a static benchmark measures);
+* ``adaptive`` — an attacker who attacks the *calibrated* model itself
+  (:func:`~advcal.calibration.attack_calibrated`: end to end for differentiable calibrators,
+  BPDA for the others).
+
+A fix **holds** when, under the adaptive attacker, its ECE at every ε is no worse than the
+uncalibrated model's (within ``NOISE``), and **helps** when its mean adaptive ECE over the sweep
+is lower by more than ``NOISE``. Flags: ``FIX_BACKFIRES`` when a fix improves clean ECE but
+worsens adversarial ECE at some ε by more than ``NOISE`` (either threat model), and
+``RETRAIN_NOT_PATCH`` (the seed's rule of thumb) when no fix brings clean ECE under 0.15.
+
+For isotonic regression and histogram binning the adaptive attacker's BPDA attack is the attack
+on the raw model, so both threat models see the same inputs. Temperature scaling fitted on
+mixed data is adversarial temperature scaling: when both are asked for, the table holds it once,
+under ``adversarial-temperature``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+import advcal
+from advcal.attacks import get_attack
+from advcal.calibration.adaptive import attack_calibrated
+from advcal.calibration.base import Calibrator
+from advcal.calibration.registry import CALIBRATORS
+from advcal.calibration.temperature import AdversarialTemperatureScaling
+from advcal.checks import check_int
+from advcal.data import DataSource
+from advcal.devices import module_device
+from advcal.errors import ConfigError
+from advcal.metrics import calibration_report
+from advcal.models import check_logits, frozen
+
+FIT_ON = ("clean", "adversarial", "mixed")
+METRICS = ("ece", "brier", "nll", "accuracy")
+RETRAIN_ECE = 0.15
+# ECE differences below this are within the noise of a few hundred samples (the audit's
+# bootstrap intervals on digits are about this wide): not a change worth a flag.
+NOISE = 0.01
+DEFAULT_CALIBRATORS = ("temperature", "vector", "isotonic", "histogram", "adversarial-temperature")
+
+
+@dataclass
+class Fix:
+    """One calibrator fitted one way, and its figures (``metrics[threat][condition][metric]``)."""
+
+    calibrator: str
+    fit_on: str
+    fitted: Calibrator
+    metrics: dict[str, dict[str, dict[str, float]]]
+    holds: bool = False
+    helps: bool = False
+
+    @property
+    def name(self) -> str:
+        return f"{self.calibrator}/{self.fit_on}"
+
+    def to_dict(self) -> dict[str, object]:
+        return {"calibrator": self.calibrator, "fit_on": self.fit_on, "holds": self.holds,
+                "helps": self.helps, "metrics": self.metrics}
+
+
+@dataclass
+class FixesReport:
+    """The uncalibrated baseline, every fix, the flags and the settings."""
+
+    baseline: dict[str, dict[str, dict[str, float]]]
+    fixes: list[Fix]
+    flags: list[dict[str, object]]
+    settings: dict[str, object] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, object]:
+        return {"baseline": self.baseline, "fixes": [fix.to_dict() for fix in self.fixes],
+                "flags": self.flags, "settings": self.settings}
+
+    def fix(self, name: str) -> Fix:
+        """The fix called ``calibrator/fit_on``."""
+        for fix in self.fixes:
+            if fix.name == name:
+                return fix
+        raise KeyError(name)
+
+
+def evaluate_fixes(
+    model: nn.Module,
+    calibration: DataSource,
+    test: DataSource,
+    epsilons: Sequence[float],
+    *,
+    attack: str = "pgd",
+    attack_params: dict[str, object] | None = None,
+    calibrators: Sequence[str] = DEFAULT_CALIBRATORS,
+    fit_on: Sequence[str] = FIT_ON,
+    seed: int = 0,
+    batch_size: int = 256,
+    n_bins: int = 15,
+) -> FixesReport:
+    """Fit each calibrator on ``calibration`` each way in ``fit_on``; score it on ``test``.
+
+    Args:
+        model: the uncalibrated model (logits).
+        calibration, test: the split calibrators are fitted on and the split they are scored on.
+        epsilons: the ε sweep, in input units.
+        attack, attack_params: the attack of both threat models (a registered name).
+        calibrators: kinds from :data:`advcal.calibration.CALIBRATORS`.
+        fit_on: any of ``clean``, ``adversarial``, ``mixed``.
+        seed, batch_size, n_bins: attack seed, samples per pass, ECE bins.
+    """
+    check_int(batch_size, "batch_size", 1)
+    unknown = [kind for kind in calibrators if kind not in CALIBRATORS]
+    if unknown or not calibrators:
+        raise ConfigError(f"calibrators: expected some of {', '.join(CALIBRATORS)}, got {list(calibrators)}")
+    bad = [way for way in fit_on if way not in FIT_ON]
+    if bad or not fit_on:
+        raise ConfigError(f"fit_on: expected some of {', '.join(FIT_ON)}, got {list(fit_on)}")
+    epsilons = [float(e) for e in epsilons]
+    attacker = get_attack(attack, eps=epsilons, seed=seed, **dict(attack_params or {}))
+    device = module_device(model)
+
+    def attacked(target: nn.Module, data: DataSource, calibrated: bool) -> list[torch.Tensor]:
+        """Logits per ε of ``target`` at adversarial examples crafted against ``target``."""
+        parts: list[list[torch.Tensor]] = [[] for _ in epsilons]
+        for index, x, y in data.batches(batch_size):
+            x, y = x.to(device), y.to(device)
+            results = attack_calibrated(attacker, target, x, y, index) if calibrated else attacker(
+                target, x, y, index=index)
+            for k, result in enumerate(results):
+                parts[k].append(result.logits.detach().double().cpu())
+        return [torch.cat(chunks) for chunks in parts]
+
+    def clean_logits(data: DataSource) -> torch.Tensor:
+        with frozen(model), torch.no_grad():
+            return torch.cat([check_logits(model(x.to(device)), len(x), "model").double().cpu()
+                              for _, x, _ in data.batches(batch_size)])
+
+    def figures(clean: torch.Tensor, per_eps: list[torch.Tensor]) -> dict[str, dict[str, float]]:
+        out = {"clean": _metrics(clean, test.y, n_bins)}
+        out.update({f"eps={eps:g}": _metrics(logits, test.y, n_bins) for eps, logits in zip(epsilons, per_eps,
+                                                                                            strict=True)})
+        return out
+
+    cal_clean = clean_logits(calibration)
+    cal_adversarial = attacked(model, calibration, calibrated=False)
+    test_clean = clean_logits(test)
+    test_frozen = attacked(model, test, calibrated=False)
+    baseline = figures(test_clean, test_frozen)
+    fit_data = {
+        "clean": (cal_clean, calibration.y),
+        "adversarial": (torch.cat(cal_adversarial), calibration.y.repeat(len(epsilons))),
+        "mixed": (torch.cat([cal_clean, *cal_adversarial]), calibration.y.repeat(len(epsilons) + 1)),
+    }
+    fixes = []
+    for kind in calibrators:
+        ways = [w for w in fit_on if not (kind == "temperature" and w == "mixed"
+                                          and AdversarialTemperatureScaling.kind in calibrators)]
+        for way in (("mixed",) if kind == AdversarialTemperatureScaling.kind else ways):
+            if kind == AdversarialTemperatureScaling.kind:
+                fitted = AdversarialTemperatureScaling().fit(
+                    cal_clean, calibration.y, adversarial_logits=torch.cat(cal_adversarial),
+                    adversarial_labels=calibration.y.repeat(len(epsilons)))
+            else:
+                fitted = CALIBRATORS[kind]().fit(*fit_data[way])
+            frozen_set = [fitted.transform(logits) for logits in test_frozen]
+            # BPDA attacks the raw model: for non-differentiable calibrators the adaptive
+            # attacker's inputs are the frozen set's (same attack, same per-sample seeds).
+            adaptive = frozen_set
+            if fitted.differentiable:
+                adaptive = attacked(fitted.wrap(model), test, calibrated=True)
+            fixes.append(Fix(kind, way, fitted, {
+                "frozen": figures(fitted.transform(test_clean), frozen_set),
+                "adaptive": figures(fitted.transform(test_clean), adaptive),
+            }))
+    flags = _judge(baseline, fixes, epsilons)
+    return FixesReport(
+        baseline=baseline, fixes=fixes, flags=flags,
+        settings={"advcal_version": advcal.__version__, "epsilons": epsilons, "attack": attacker.params(),
+                  "calibrators": list(calibrators), "fit_on": list(fit_on), "n_bins": n_bins,
+                  "calibration": {"spec": calibration.name, "split": calibration.split,
+                                  "n_samples": len(calibration)},
+                  "test": {"spec": test.name, "split": test.split, "n_samples": len(test)}},
+    )
+
+
+def _metrics(logits: torch.Tensor, labels: torch.Tensor, n_bins: int) -> dict[str, float]:
+    report = calibration_report(logits, labels, n_bins=n_bins)
+    return {key: float(report[key]) for key in METRICS}
+
+
+def _judge(baseline: dict, fixes: list[Fix], epsilons: list[float]) -> list[dict[str, object]]:
+    """Mark the fixes that hold; flag the ones that backfire, and a model past patching."""
+    conditions = [f"eps={eps:g}" for eps in epsilons]
+    flags = []
+    for fix in fixes:
+        adaptive = fix.metrics["adaptive"]
+        fix.holds = all(adaptive[c]["ece"] <= baseline[c]["ece"] + NOISE for c in conditions)
+        fix.helps = (sum(adaptive[c]["ece"] - baseline[c]["ece"] for c in conditions) / len(conditions)
+                     < -NOISE)
+        clean_gain = baseline["clean"]["ece"] - fix.metrics["frozen"]["clean"]["ece"]
+        worse = [(threat, c) for threat in ("frozen", "adaptive") for c in conditions
+                 if fix.metrics[threat][c]["ece"] > baseline[c]["ece"] + NOISE]
+        if clean_gain > 0 and worse:
+            threat, condition = worse[0]
+            flags.append({
+                "code": "FIX_BACKFIRES", "severity": "warning", "fix": fix.name,
+                "message": f"{fix.name} improves clean ECE ({baseline['clean']['ece']:.4f} -> "
+                           f"{fix.metrics['frozen']['clean']['ece']:.4f}) but worsens adversarial ECE at "
+                           f"{condition} under the {threat} attack ({baseline[condition]['ece']:.3f} -> "
+                           f"{fix.metrics[threat][condition]['ece']:.3f})",
+            })
+    best_clean = min(fix.metrics["frozen"]["clean"]["ece"] for fix in fixes)
+    if best_clean > RETRAIN_ECE:
+        flags.append({
+            "code": "RETRAIN_NOT_PATCH", "severity": "warning", "fix": None,
+            "message": f"no post-hoc fix brings clean ECE under {RETRAIN_ECE} (best {best_clean:.3f}): "
+                       "retrain (the training recipes of advcal train), do not patch",
+        })
+    return flags
