@@ -222,3 +222,20 @@ def test_an_ensemble_averages_probabilities_and_is_attacked_as_one(tmp_path, cap
     assert [m["name"] for m in report["models"]] == ["ensemble(digits-cnn + digits-cnn-at)"]
     with pytest.raises(InputError, match="at least 2 models"):
         Ensemble([a])
+
+
+def test_the_audit_reports_the_fixes_table(tmp_path):
+    import jsonschema
+
+    from advcal.audit import audit, report_schema
+
+    result = audit({"net": load_model("digits-cnn")}, load_data("digits", limit=90), [0.1, 0.2],
+                   attack_params={"steps": 3}, bootstrap=0, fixes=True)
+    report = result.to_dict()
+    jsonschema.validate(report, report_schema())
+    table = report["models"][0]["fixes"]
+    assert len(table["fixes"]) == 12 and set(table["baseline"]) == {"clean", "eps=0.1", "eps=0.2"}
+    codes = {flag["code"] for flag in report["models"][0]["flags"]}
+    assert {flag["code"] for flag in table["flags"]} <= codes
+    html = result.to_html(tmp_path / "report.html").read_text()
+    assert "Which calibration fix survives attack?" in html and "adversarial-temperature/mixed" in html

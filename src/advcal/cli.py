@@ -118,6 +118,8 @@ def audit(
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N, mps or auto.")] = "cpu",
     illusion: Annotated[bool, typer.Option(
         help="Also check each model for an illusion of robustness (about 5 more attack runs).")] = False,
+    fixes: Annotated[bool, typer.Option(
+        help="Also score every post-hoc calibration fix clean and under attack (the fixes table).")] = False,
     calibrator: Annotated[list[Path] | None, typer.Option(
         help="A calibrator saved by advcal calibrate, per --model: audit the calibrated model.")] = None,
     ensemble: Annotated[bool, typer.Option(
@@ -160,7 +162,7 @@ def audit(
             tasks = {name: bar.add_task(f"auditing {name}", total=len(source)) for name in models}
             result = run_audit(
                 models, source, epsilons, attack, params, n_bins=bins, bootstrap=bootstrap, seed=seed,
-                batch_size=batch_size, profile=profile, device=device, illusion=illusion,
+                batch_size=batch_size, profile=profile, device=device, illusion=illusion, fixes=fixes,
                 progress=lambda name, done, total: bar.update(tasks[name], completed=done, total=total),
             )
         if not lead:

@@ -320,3 +320,9 @@ def illusion_flags(found: IllusionReport) -> list[Flag]:
     return [Flag("SUSPECT_ROBUSTNESS", "warning",
                  f"The robustness shown at eps={eps:g} may be overstated: " + "; ".join(found.reasons) + ".",
                  eps=eps, evidence=evidence)]
+
+
+def fix_flag(finding: dict[str, object]) -> Flag:
+    """A finding of the fixes table (:mod:`advcal.calibration.fixes`) as an audit flag."""
+    return Flag(str(finding["code"]), str(finding["severity"]), str(finding["message"]) + ".",
+                evidence={"fix": finding.get("fix")})

@@ -23,12 +23,13 @@ from advcal.audit.flags import (
     abstention_flags,
     comparison_flags,
     evaluation_flags,
+    fix_flag,
     get_profile,
     illusion_flags,
     report_flags,
 )
 from advcal.audit.result import HEADLINE, AuditResult, ModelAudit
-from advcal.calibration import CalibratedModel, attack_calibrated
+from advcal.calibration import CalibratedModel, attack_calibrated, evaluate_fixes
 from advcal.checks import check_int
 from advcal.data import AdversarialSet, DataSource, load_data
 from advcal.devices import module_device, resolve_device
@@ -122,6 +123,7 @@ def audit(
     device: str | torch.device | None = None,
     progress: ProgressFn | None = None,
     illusion: bool = False,
+    fixes: bool = False,
     calibration: DataSource | None = None,
 ) -> AuditResult:
     """Audit each model's calibration on ``data``, clean and under ``attack`` at each ε.
@@ -147,8 +149,10 @@ def audit(
         illusion: also ask, per model, whether its robustness is genuine or an illusion made
             by miscalibration (:func:`advcal.illusion.check_illusion` at the middle ε of the
             sweep; its cheap checks cost about five attack runs).
-        calibration: the clean split the illusion check fits temperatures on (default: the
-            ``calibration`` split of the same data spec).
+        fixes: also fit every post-hoc calibrator on the calibration split and score it clean
+            and under attack (:func:`advcal.calibration.evaluate_fixes`: the "fixes" table).
+        calibration: the clean split the illusion check and the fixes are fitted on (default:
+            the ``calibration`` split of the same data spec).
     """
     if isinstance(models, nn.Module):
         models = {type(models).__name__: models}
@@ -175,7 +179,7 @@ def audit(
         attacker = get_attack(attack, eps=epsilons, seed=seed, **dict(attack_params or {}))
         attack_params_record = attacker.params()
     target = None if device is None else resolve_device(device)
-    if illusion:
+    if illusion or fixes:
         calibration = _calibration_split(data, calibration)
     # Under torchrun (or any initialised process group) each rank audits its part: whole
     # batches of the data, or whole shards of a stored set, so that every batch is one of the
@@ -213,6 +217,12 @@ def audit(
                                        batch_size=batch_size)
                 results[-1].illusion = found.to_dict()
                 results[-1].flags.extend(flag.as_dict() for flag in illusion_flags(found))
+            if fixes:
+                table = evaluate_fixes(model, calibration, data, epsilons, attack=attack,
+                                       attack_params=dict(attack_params or {}), seed=seed,
+                                       batch_size=batch_size, n_bins=n_bins)
+                results[-1].fixes = table.to_dict()
+                results[-1].flags.extend(fix_flag(flag).as_dict() for flag in table.flags)
         finally:
             model.to(home)
     config = {
@@ -375,12 +385,12 @@ def _audit_model(
 def _calibration_split(data: DataSource | AdversarialSet, calibration: DataSource | None) -> DataSource:
     """The clean split the illusion check fits its temperatures on."""
     if isinstance(data, AdversarialSet):
-        raise ConfigError("illusion: the illusion check attacks each model itself; it cannot run on a "
+        raise ConfigError("illusion, fixes: these attack each model itself; they cannot run on a "
                           "stored adversarial set")
     if calibration is not None:
         return calibration
     if data.split in ("calibration", "all"):
-        raise ConfigError(f"illusion: the audited split is {data.split!r}, so no separate calibration "
+        raise ConfigError(f"illusion, fixes: the audited split is {data.split!r}, so no separate calibration "
                           "split is left to fit temperatures on; audit the test split or pass calibration=")
     return load_data(data.name, split="calibration")
 

@@ -35,6 +35,8 @@ class ModelAudit:
     evaluation: dict[str, object] = field(default_factory=lambda: {"kind": "white-box"})
     # The illusion-of-robustness check (advcal.illusion), when the audit ran it.
     illusion: dict[str, object] | None = None
+    # The post-hoc calibration fixes table (advcal.calibration.fixes), when the audit ran it.
+    fixes: dict[str, object] | None = None
 
 
 @dataclass
@@ -51,6 +53,7 @@ class AuditResult:
             "models": [
                 {"name": m.name, "evaluation": m.evaluation, "clean": m.clean, "attacks": m.attacks,
                  "flags": m.flags, "cost": m.cost} | ({"illusion": m.illusion} if m.illusion else {})
+                | ({"fixes": m.fixes} if m.fixes else {})
                 for m in self.models
             ],
         })

@@ -52,6 +52,10 @@ FLAG_EXPLANATIONS = {
     "it finds the lower figure, which is the one to report.",
     "SUSPECT_ROBUSTNESS": "The standard attack may be understating this model's weakness: a stronger or "
     "recalibrated attack did somewhat better, or the attack misbehaved. Treat the robust accuracy with care.",
+    "FIX_BACKFIRES": "A post-hoc calibration fix that looks better on clean inputs makes confidence worse "
+    "under attack; do not ship it on the strength of its clean ECE.",
+    "RETRAIN_NOT_PATCH": "No post-hoc fix brings clean calibration to an acceptable level; retrain with a "
+    "calibration-aware recipe instead of patching.",
     "TRANSFER_EVALUATION": "The adversarial inputs came from a stored set crafted against another model. "
     "Transferred attacks are weaker than attacks on this model, so its robustness looks better than it is.",
 }
@@ -350,7 +354,25 @@ def _model_view(index: int, model: Mapping, drawn: Sequence[ModelFigure]) -> dic
         "abstention": [_abstention_row(a) for a in model["attacks"] if a.get("abstention")],
         "cost": model.get("cost") or None,
         "illusion": _illusion_view(model.get("illusion")),
+        "fixes": _fixes_view(model.get("fixes")),
     }
+
+
+def _fixes_view(table: Mapping | None) -> dict | None:
+    """The fixes table: ECE clean and under the adaptive attacker per ε, per fix."""
+    if not table:
+        return None
+    conditions = [key for key in table["baseline"] if key != "clean"]
+
+    def cells(figures: Mapping) -> list[str]:
+        return [_num(figures["clean"]["ece"]), *(_num(figures[c]["ece"]) for c in conditions)]
+
+    rows = [{"fix": "none (uncalibrated)", "cells": cells(table["baseline"]), "holds": "", "helps": ""}]
+    for fix in table["fixes"]:
+        adaptive = dict(fix["metrics"]["adaptive"]) | {"clean": fix["metrics"]["frozen"]["clean"]}
+        rows.append({"fix": f"{fix['calibrator']}/{fix['fit_on']}", "cells": cells(adaptive),
+                     "holds": "yes" if fix["holds"] else "no", "helps": "yes" if fix["helps"] else "no"})
+    return {"conditions": conditions, "rows": rows}
 
 
 def _illusion_view(found: Mapping | None) -> dict | None:
