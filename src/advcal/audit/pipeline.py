@@ -237,6 +237,8 @@ def audit(
         "profile": profile,
         "device": devices[0] if len(set(devices)) == 1 else devices,
         "thresholds": vars(limits),
+        "illusion": illusion,
+        "fixes": fixes,
         "models": list(models),
     }
     return AuditResult(config=config, models=results)
