@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
+import torch
 import typer
 from rich.console import Console
 
@@ -328,6 +329,68 @@ def calibrate(
 
 def _names(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
+
+
+@app.command("train")
+def train_command(
+    recipe: Annotated[str, typer.Option(help="standard, pgd-at, trades or fgsm-rs.")] = "standard",
+    model: Annotated[str, typer.Option(
+        help="Architecture: a built-in name (fresh weights) or package.module:factory / file.py:factory."
+    )] = "digits-cnn",
+    data: Annotated[str, typer.Option(help=DATA_HELP)] = "digits",
+    split: Annotated[str, typer.Option(help="Training split.")] = "train",
+    val_split: Annotated[str, typer.Option(help="Split of the per-epoch validation subset.")] = "calibration",
+    val_limit: Annotated[int, typer.Option(help="Samples in the validation subset (stratified).")] = 256,
+    epochs: Annotated[int, typer.Option(help="Epochs.")] = 10,
+    batch_size: Annotated[int, typer.Option(help="Samples per step.")] = 64,
+    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 3e-3,
+    eps: Annotated[str, typer.Option(help="ε of the training (and tracking) attack, input units.")] = "0.1",
+    steps: Annotated[int, typer.Option(help="Steps of the training attack (PGD, TRADES).")] = 7,
+    trades_beta: Annotated[float, typer.Option(help="TRADES' β.")] = 6.0,
+    train_temperature: Annotated[float, typer.Option(help="Divide logits by T in the training loss.")] = 1.0,
+    gradnorm: Annotated[bool, typer.Option(help="Scale the global gradient norm to 1 every step.")] = False,
+    freeze_bn_last: Annotated[float, typer.Option(help="Freeze BatchNorm for this last fraction.")] = 0.0,
+    pre_head_temperature: Annotated[bool, typer.Option(
+        help="A learnable temperature before the classification head.")] = False,
+    eps_warmup: Annotated[float, typer.Option(help="Ramp ε up linearly over this first fraction.")] = 0.0,
+    seed: Annotated[int, typer.Option(help="Seed of initialisation, shuffling and attacks.")] = 0,
+    frozen_from: Annotated[str | None, typer.Option(
+        help="Model spec the frozen validation set is crafted against (default: the untrained one).")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint.")] = False,
+    out: Annotated[Path, typer.Option(help="The run's folder.")] = Path("advcal-train"),
+) -> None:
+    """Train with a recipe, tracking calibration (clean, fresh attack, frozen set) every epoch."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+    from safetensors.torch import save_file
+
+    from advcal.checks import parse_numbers
+    from advcal.console import training_table
+    from advcal.data import load_data
+    from advcal.errors import InputError
+    from advcal.models import load_model, new_model
+    from advcal.training import Recipe, train
+
+    budgets = parse_numbers(eps, "eps")
+    if len(budgets) != 1:
+        raise InputError(f"eps: expected one training budget, got {len(budgets)} ({eps})")
+    plan = Recipe(recipe, eps=budgets[0], steps=steps, trades_beta=trades_beta,
+                  train_temperature=train_temperature, gradnorm=gradnorm, freeze_bn_last=freeze_bn_last,
+                  pre_head_temperature=pre_head_temperature, eps_warmup=eps_warmup, seed=seed)
+    with torch.random.fork_rng():  # the initial weights come from the seed alone
+        torch.manual_seed(seed)
+        net = new_model(model)
+    train_data = load_data(data, split=split)
+    validation = load_data(data, split=val_split, limit=val_limit)
+    reference = load_model(frozen_from) if frozen_from else None
+    with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=err_console, transient=True) as bar:
+        task = bar.add_task(f"training {model} ({recipe})", total=epochs)
+        run = train(net, train_data, validation, plan, epochs=epochs, out=out, batch_size=batch_size, lr=lr,
+                    frozen_from=reference, resume=resume,
+                    on_epoch=lambda row: bar.update(task, completed=row["epoch"] + 1))
+    save_file({k: v.contiguous() for k, v in run.model.state_dict().items()}, str(out / "model.safetensors"))
+    console.print(training_table(run.log, f"{model}, {recipe}"))
+    console.print(f"Wrote {out}/model.safetensors, log.csv and checkpoints")
 
 
 @app.command()

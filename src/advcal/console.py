@@ -144,3 +144,16 @@ def fixes_table(found: FixesReport, model: str) -> Table:
                       *(_fmt(adaptive[c]["ece"]) for c in conditions),
                       f"{'yes' if fix.holds else 'no'} / {'yes' if fix.helps else 'no'}")
     return table
+
+
+def training_table(log: list[dict[str, float]], title: str) -> Table:
+    """Accuracy and ECE per epoch: clean, under a fresh attack, and on the frozen set."""
+    table = Table(title=f"Training {title}")
+    for column in ("epoch", "train loss", "clean acc", "clean ECE", "adv acc", "adv ECE", "frozen acc",
+                   "frozen ECE"):
+        table.add_column(column, justify="right")
+    for row in log:
+        cells = [_fmt(row[f"{where}_{metric}"]) for where in ("clean", "adv", "frozen")
+                 for metric in ("accuracy", "ece")]
+        table.add_row(str(int(row["epoch"])), _fmt(row["train_loss"]), *cells)
+    return table

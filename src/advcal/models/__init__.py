@@ -3,7 +3,7 @@
 
 from advcal.models.fingerprint import model_fingerprint
 from advcal.models.guard import check_logits, frozen
-from advcal.models.loading import BUILTIN_MODELS, load_model, load_weights, parse_normalize
+from advcal.models.loading import BUILTIN_MODELS, load_model, load_weights, new_model, parse_normalize
 from advcal.models.reference import DigitsCNN
 from advcal.models.wrappers import Ensemble, Normalized, TemperatureScaled
 
@@ -18,5 +18,6 @@ __all__ = [
     "load_model",
     "load_weights",
     "model_fingerprint",
+    "new_model",
     "parse_normalize",
 ]

@@ -81,6 +81,12 @@ def load_model(
     return model.eval()
 
 
+def new_model(spec: str) -> nn.Module:
+    """A freshly initialised model of architecture ``spec``: a built-in name (its architecture,
+    not its weights) or ``package.module:factory`` / ``path/to/file.py:factory``."""
+    return BUILTIN_MODELS[spec].factory() if spec in BUILTIN_MODELS else _from_factory(spec)
+
+
 def _from_factory(spec: str) -> nn.Module:
     target, sep, attribute = spec.rpartition(":")
     if not sep or not target or not attribute:

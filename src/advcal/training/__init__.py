@@ -1,6 +1,11 @@
-"""Training recipes. For now the core loop that makes the reference models: standard or
-adversarial (any advcal attack) training, deterministic given its seed."""
+"""Training recipes with calibration tracked every epoch (``advcal train``), and the core loop
+that makes the shipped reference models."""
 
 from advcal.training.loop import EpochLog, train_classifier
+from advcal.training.recipes import RECIPES, PreHeadTemperature, Recipe, normalise_gradients
+from advcal.training.run import COLUMNS, TrainingRun, train
 
-__all__ = ["EpochLog", "train_classifier"]
+__all__ = [
+    "COLUMNS", "RECIPES", "EpochLog", "PreHeadTemperature", "Recipe", "TrainingRun", "normalise_gradients",
+    "train", "train_classifier",
+]

@@ -1,0 +1,219 @@
+"""A training run: a recipe, calibration tracked every epoch, checkpoints, resume.
+
+Every epoch, on a fixed validation subset: accuracy, ECE, Brier and NLL on clean inputs, under a
+fresh PGD attack (per-sample seeds keyed on the epoch) and on a **frozen** adversarial
+validation set crafted once at the start (against ``frozen_from``, by default the model as it
+is before training), so epochs compare like with like. The log is ``log.csv``; the model, the
+optimiser and the shuffling generator are checkpointed as safetensors (plus JSON) after every
+epoch, atomically. ``resume=True`` continues a killed run from its last checkpoint and ends with
+the weights and log of an uninterrupted run: each epoch's randomness (shuffling, dropout, the
+training attack) is keyed on ``(seed, epoch)``, never on what ran before.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
+from torch import nn
+
+import advcal
+from advcal.atomic import write_bytes_atomic, write_json_atomic
+from advcal.attacks import PGD
+from advcal.checks import check_int, check_positive
+from advcal.data import DataSource
+from advcal.errors import ConfigError
+from advcal.metrics import calibration_report
+from advcal.models import frozen
+from advcal.training.recipes import PreHeadTemperature, Recipe, normalise_gradients, set_bn_frozen
+
+CHECKPOINT, STATE, LOG = "checkpoint.safetensors", "checkpoint.json", "log.csv"
+FROZEN_SET = "frozen-validation.safetensors"
+TRACKED = ("accuracy", "ece", "brier", "nll")
+COLUMNS = ("epoch", "train_loss", "train_accuracy", "eps", "bn_frozen", "grad_norm", "pre_head_temperature",
+           *(f"{where}_{m}" for where in ("clean", "adv", "frozen") for m in TRACKED), "seconds")
+
+
+@dataclass
+class TrainingRun:
+    """What :func:`train` leaves: the trained model and one log row per epoch."""
+
+    model: nn.Module
+    log: list[dict[str, float]]
+    folder: Path
+
+
+def train(
+    model: nn.Module,
+    train_data: DataSource,
+    validation: DataSource,
+    recipe: Recipe,
+    *,
+    epochs: int,
+    out: str | Path,
+    batch_size: int = 64,
+    lr: float = 3e-3,
+    val_eps: float | None = None,
+    val_steps: int = 10,
+    frozen_from: nn.Module | None = None,
+    resume: bool = False,
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
+) -> TrainingRun:
+    """Train ``model`` with ``recipe`` (Adam), tracking calibration every epoch, into ``out``.
+
+    Args:
+        model: the classifier (logits); with ``recipe.pre_head_temperature`` it is wrapped in
+            :class:`~advcal.training.recipes.PreHeadTemperature` (the returned model).
+        train_data, validation: the training split and the fixed validation subset.
+        recipe: how to train (:class:`~advcal.training.recipes.Recipe`).
+        epochs, batch_size, lr: the schedule.
+        out: the run's folder (log.csv, checkpoint.safetensors, checkpoint.json, run.json).
+        val_eps, val_steps: the tracking attack (default ε: the recipe's).
+        frozen_from: the model the frozen validation set is crafted against (default: this
+            model before training).
+        resume: continue from the checkpoint in ``out`` (refused if the recipe differs).
+        on_epoch: called with each epoch's log row.
+    """
+    check_int(epochs, "epochs", 1)
+    check_int(batch_size, "batch_size", 1)
+    check_positive(lr, "lr")
+    folder = Path(out)
+    if recipe.pre_head_temperature:
+        model = PreHeadTemperature(model)
+    optimiser = torch.optim.Adam(model.parameters(), lr=lr)
+    settings = {"advcal_version": advcal.__version__, "recipe": recipe.as_dict(), "epochs": epochs,
+                "batch_size": batch_size, "lr": lr, "val_eps": val_eps or recipe.eps, "val_steps": val_steps,
+                "train": {"spec": train_data.name, "split": train_data.split, "n_samples": len(train_data)},
+                "validation": {"spec": validation.name, "split": validation.split,
+                               "n_samples": len(validation)}}
+    start, log = 0, []
+    if (folder / STATE).exists():
+        if not resume:
+            raise ConfigError(f"out: {folder} already holds a training run; pass resume to continue it, "
+                              "or choose another folder")
+        start, log = _restore(folder, model, optimiser, settings)
+    elif resume and folder.exists() and any(folder.iterdir()):
+        raise ConfigError(f"out: {folder} holds no checkpoint to resume")
+    write_json_atomic(folder / "run.json", settings)
+    tracker = _Tracker(validation, val_eps or recipe.eps, val_steps, recipe.seed,
+                       frozen_from if frozen_from is not None else model, folder / FROZEN_SET)
+    for epoch in range(start, epochs):
+        began = time.perf_counter()
+        row = _epoch(model, optimiser, train_data, recipe, epoch, epochs, batch_size)
+        row.update(tracker.evaluate(model, epoch))
+        row["seconds"] = time.perf_counter() - began
+        log.append(row)
+        _checkpoint(folder, model, optimiser, epoch, log, settings)
+        if on_epoch is not None:
+            on_epoch(row)
+    model.eval()
+    return TrainingRun(model=model, log=log, folder=folder)
+
+
+def _epoch(
+    model: nn.Module, optimiser: torch.optim.Optimizer, data: DataSource, recipe: Recipe, epoch: int,
+    epochs: int, batch_size: int,
+) -> dict[str, float]:
+    """One epoch of the recipe; its randomness (shuffle, dropout) is keyed on (seed, epoch)."""
+    generator = torch.Generator().manual_seed(recipe.seed * 1_000_003 + epoch)
+    order = torch.randperm(len(data), generator=generator)
+    total_loss = total_correct = total_norm = 0.0
+    steps = 0
+    bn_frozen = recipe.frozen_bn(epoch, epochs)
+    with torch.random.fork_rng():
+        torch.manual_seed(recipe.seed * 7919 + epoch)
+        model.train()
+        set_bn_frozen(model, bn_frozen)
+        for batch in order.split(batch_size):
+            x, y, index = data.x[batch], data.y[batch], data.index[batch]
+            optimiser.zero_grad()
+            loss, logits = recipe.batch_loss(model, x, y, index + epoch * len(data), epoch, epochs)
+            loss.backward()
+            if recipe.gradnorm:
+                total_norm += normalise_gradients(model)
+            optimiser.step()
+            total_loss += loss.item() * len(batch)
+            total_correct += float((logits.argmax(1) == y).sum())
+            steps += 1
+    model.eval()
+    nan = float("nan")
+    learned = isinstance(model, PreHeadTemperature)
+    temperature = float(model.log_temperature.detach().exp()) if learned else nan
+    return {"epoch": epoch, "train_loss": total_loss / len(data), "train_accuracy": total_correct / len(data),
+            "eps": recipe.eps_at(epoch, epochs) if recipe.name != "standard" else 0.0,
+            "bn_frozen": float(bn_frozen), "grad_norm": total_norm / steps if recipe.gradnorm else nan,
+            "pre_head_temperature": temperature}
+
+
+class _Tracker:
+    """Calibration on the validation subset: clean, fresh PGD, and a frozen adversarial set."""
+
+    def __init__(self, data: DataSource, eps: float, steps: int, seed: int, frozen_from: nn.Module,
+                 path: Path):
+        self.data, self.eps, self.steps, self.seed = data, eps, steps, seed
+        if path.exists():  # a resumed run: the set crafted when the run began
+            self.frozen_x = load_safetensors(path.read_bytes())["x"]
+        else:
+            self.frozen_x = PGD(eps=eps, steps=steps, seed=seed)(frozen_from, data.x, data.y,
+                                                                  index=data.index).x_adv
+            write_bytes_atomic(path, save_safetensors({"x": self.frozen_x.contiguous()}))
+
+    def evaluate(self, model: nn.Module, epoch: int) -> dict[str, float]:
+        fresh = PGD(eps=self.eps, steps=self.steps, seed=self.seed * 1_000_003 + 10_000 + epoch)
+        adv_logits = fresh(model, self.data.x, self.data.y, index=self.data.index).logits
+        with frozen(model), torch.no_grad():
+            clean_logits, frozen_logits = model(self.data.x), model(self.frozen_x)
+        row = {}
+        for where, logits in (("clean", clean_logits), ("adv", adv_logits), ("frozen", frozen_logits)):
+            report = calibration_report(logits.detach(), self.data.y)
+            row.update({f"{where}_{m}": float(report[m]) for m in TRACKED})
+        return row
+
+
+def _checkpoint(folder: Path, model: nn.Module, optimiser: torch.optim.Optimizer, epoch: int,
+                log: list[dict[str, float]], settings: dict[str, object]) -> None:
+    """Weights and optimiser state (safetensors), then the log, then the state naming them."""
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    state = optimiser.state_dict()
+    for pid, slots in state["state"].items():
+        for name, value in slots.items():
+            tensors[f"optim.{pid}.{name}"] = torch.as_tensor(value).detach().cpu().contiguous()
+    write_bytes_atomic(folder / CHECKPOINT, save_safetensors(tensors))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({k: row[k] for k in COLUMNS} for row in log)
+    write_bytes_atomic(folder / LOG, buffer.getvalue().encode("utf-8"))
+    write_json_atomic(folder / STATE, {"epoch": epoch, "settings": settings,
+                                       "param_groups": state["param_groups"],
+                                       "log": [{k: _json_number(row[k]) for k in COLUMNS} for row in log]})
+
+
+def _json_number(value: float) -> float | None:
+    return None if value != value else value  # NaN is not JSON
+
+
+def _restore(folder: Path, model: nn.Module, optimiser: torch.optim.Optimizer,
+             settings: dict[str, object]) -> tuple[int, list[dict[str, float]]]:
+    state = json.loads((folder / STATE).read_text("utf-8"))
+    if state["settings"]["recipe"] != settings["recipe"] or state["settings"]["epochs"] != settings["epochs"]:
+        raise ConfigError(f"out: {folder} holds a run with another recipe or schedule; it cannot be resumed "
+                          "with these options")
+    tensors = load_safetensors((folder / CHECKPOINT).read_bytes())
+    model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+    slots: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, pid, name = key.split(".", 2)
+            slots.setdefault(int(pid), {})[name] = value
+    optimiser.load_state_dict({"state": slots, "param_groups": state["param_groups"]})
+    log = [{k: float("nan") if v is None else v for k, v in row.items()} for row in state["log"]]
+    return int(state["epoch"]) + 1, log
