@@ -52,7 +52,8 @@ def test_gradnorm_scales_the_global_gradient_norm_to_one():
     assert before > 1 and after.item() == pytest.approx(1.0, abs=1e-5)
 
 
-def test_batchnorm_statistics_stop_moving_after_the_freeze_point(small, tmp_path):
+@pytest.mark.parametrize("name", ["standard", "pgd-at", "trades", "fgsm-rs"])
+def test_batchnorm_statistics_stop_moving_after_the_freeze_point(name, small, tmp_path):
     train_data, validation = small
     model = fresh()
     snapshots = []
@@ -60,7 +61,7 @@ def test_batchnorm_statistics_stop_moving_after_the_freeze_point(small, tmp_path
     def keep(row: dict) -> None:
         snapshots.append({k: v.clone() for k, v in model.state_dict().items() if "running" in k})
 
-    run = train(model, train_data, validation, Recipe("standard", freeze_bn_last=0.5), epochs=4,
+    run = train(model, train_data, validation, Recipe(name, steps=2, freeze_bn_last=0.5), epochs=4,
                 out=tmp_path / "run", batch_size=32, on_epoch=keep)
     assert [row["bn_frozen"] for row in run.log] == [0.0, 0.0, 1.0, 1.0]
     assert snapshots and all(not torch.equal(snapshots[0][k], snapshots[1][k]) for k in snapshots[0])
@@ -120,3 +121,26 @@ def test_a_killed_run_resumes_to_the_weights_and_log_of_an_uninterrupted_run(tmp
     for name in ("model.safetensors", "checkpoint.safetensors", "frozen-validation.safetensors"):
         assert (tmp_path / "cut" / name).read_bytes() == (tmp_path / "whole" / name).read_bytes(), name
     assert without_seconds(tmp_path / "cut" / "log.csv") == without_seconds(tmp_path / "whole" / "log.csv")
+
+
+def test_the_training_report_and_tensorboard_follow_every_epoch(small, tmp_path, monkeypatch):
+    import advcal.training.run as run_module
+
+    scalars = []
+
+    class Board:  # stands in for tensorboard's SummaryWriter, which is optional
+        def add_scalar(self, key: str, value: float, step: int) -> None:
+            scalars.append((key, step))
+
+        def flush(self) -> None:
+            pass
+
+        def close(self) -> None:
+            scalars.append(("closed", -1))
+
+    monkeypatch.setattr(run_module, "tensorboard_writer", lambda folder: Board())
+    train_data, validation = small
+    train(fresh(), train_data, validation, Recipe("standard"), epochs=2, out=tmp_path / "run", batch_size=32)
+    page = (tmp_path / "run" / "training-report.html").read_text()
+    assert page.count("<tr><td>") == 2 and "data:image/png;base64," in page and "http" not in page
+    assert ("clean_ece", 0) in scalars and ("frozen_accuracy", 1) in scalars and scalars[-1] == ("closed", -1)

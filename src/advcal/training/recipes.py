@@ -30,6 +30,7 @@ from advcal.attacks import PGD
 from advcal.attacks.geometry import random_start
 from advcal.checks import check_choice, check_int, check_positive
 from advcal.errors import ConfigError
+from advcal.models import frozen
 
 RECIPES = ("standard", "pgd-at", "trades", "fgsm-rs")
 
@@ -104,10 +105,12 @@ def _trades_examples(
     model: nn.Module, x: torch.Tensor, eps: float, steps: int, alpha: float, t: float, seed: int,
     index: torch.Tensor,
 ) -> torch.Tensor:
-    """TRADES' inner maximisation: PGD-L∞ on KL(p(x) ‖ p(x')) from a small keyed random start."""
-    was_training = model.training
-    model.eval()  # the attack must not move BatchNorm statistics
-    try:
+    """TRADES' inner maximisation: PGD-L∞ on KL(p(x) ‖ p(x')) from a small keyed random start.
+
+    Run under :func:`~advcal.models.frozen`: eval mode (BatchNorm statistics untouched) and every
+    module's mode restored exactly afterwards, so a BatchNorm freeze survives the attack.
+    """
+    with frozen(model):
         with torch.no_grad():
             target = torch.softmax(model(x) / t, 1)
         x_adv = random_start(x, 0.001, "linf", seed, index, stream=7)
@@ -116,8 +119,6 @@ def _trades_examples(
             kl = nn.functional.kl_div(torch.log_softmax(model(x_adv) / t, 1), target, reduction="sum")
             (grad,) = torch.autograd.grad(kl, x_adv)
             x_adv = torch.min(torch.max(x_adv.detach() + alpha * grad.sign(), x - eps), x + eps).clamp(0, 1)
-    finally:
-        model.train(was_training)
     return x_adv.detach()
 
 

@@ -3,7 +3,8 @@
 Every epoch, on a fixed validation subset: accuracy, ECE, Brier and NLL on clean inputs, under a
 fresh PGD attack (per-sample seeds keyed on the epoch) and on a **frozen** adversarial
 validation set crafted once at the start (against ``frozen_from``, by default the model as it
-is before training), so epochs compare like with like. The log is ``log.csv``; the model, the
+is before training), so epochs compare like with like. The log is ``log.csv`` (and
+``training-report.html``, and TensorBoard when installed); the model, the
 optimiser and the shuffling generator are checkpointed as safetensors (plus JSON) after every
 epoch, atomically. ``resume=True`` continues a killed run from its last checkpoint and ends with
 the weights and log of an uninterrupted run: each epoch's randomness (shuffling, dropout, the
@@ -34,9 +35,10 @@ from advcal.errors import ConfigError
 from advcal.metrics import calibration_report
 from advcal.models import frozen
 from advcal.training.recipes import PreHeadTemperature, Recipe, normalise_gradients, set_bn_frozen
+from advcal.training.report import tensorboard_writer, write_training_report
 
 CHECKPOINT, STATE, LOG = "checkpoint.safetensors", "checkpoint.json", "log.csv"
-FROZEN_SET = "frozen-validation.safetensors"
+FROZEN_SET, REPORT = "frozen-validation.safetensors", "training-report.html"
 TRACKED = ("accuracy", "ece", "brier", "nll")
 COLUMNS = ("epoch", "train_loss", "train_accuracy", "eps", "bn_frozen", "grad_norm", "pre_head_temperature",
            *(f"{where}_{m}" for where in ("clean", "adv", "frozen") for m in TRACKED), "seconds")
@@ -103,6 +105,7 @@ def train(
     elif resume and folder.exists() and any(folder.iterdir()):
         raise ConfigError(f"out: {folder} holds no checkpoint to resume")
     write_json_atomic(folder / "run.json", settings)
+    board = tensorboard_writer(folder)
     tracker = _Tracker(validation, val_eps or recipe.eps, val_steps, recipe.seed,
                        frozen_from if frozen_from is not None else model, folder / FROZEN_SET)
     for epoch in range(start, epochs):
@@ -112,8 +115,15 @@ def train(
         row["seconds"] = time.perf_counter() - began
         log.append(row)
         _checkpoint(folder, model, optimiser, epoch, log, settings)
+        write_training_report(folder / REPORT, log, settings)
+        if board is not None:
+            for key in COLUMNS[1:]:
+                board.add_scalar(key, row[key], epoch)
+            board.flush()
         if on_epoch is not None:
             on_epoch(row)
+    if board is not None:
+        board.close()
     model.eval()
     return TrainingRun(model=model, log=log, folder=folder)
 
