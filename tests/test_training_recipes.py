@@ -43,6 +43,21 @@ def test_each_recipe_lowers_its_loss_and_logs_every_column(recipe, small, tmp_pa
     assert run.log[-1]["clean_accuracy"] > 0.5
 
 
+def test_sgd_training_with_gradnorm_takes_unit_norm_steps(small, tmp_path):
+    train_data, validation = small
+    model = fresh()
+    before = [p.detach().clone() for p in model.parameters()]
+    # One full batch, so one SGD step: its length is the learning rate.
+    run = train(model, train_data, validation, Recipe("standard", gradnorm=True), epochs=1,
+                out=tmp_path / "r", batch_size=len(train_data), lr=0.1, optimizer="sgd")
+    moved = [(p.detach() - b).norm() for p, b in zip(run.model.parameters(), before, strict=True)]
+    assert torch.linalg.vector_norm(torch.stack(moved)).item() == pytest.approx(0.1, rel=1e-4)
+    assert 0 < run.log[0]["grad_norm"] != pytest.approx(1.0)  # the norm before scaling, logged
+    with pytest.raises(ConfigError, match="optimizer: expected one of adam, sgd"):
+        train(fresh(), train_data, validation, Recipe("standard"), epochs=1, out=tmp_path / "x",
+              optimizer="lion")
+
+
 def test_gradnorm_scales_the_global_gradient_norm_to_one():
     model = fresh()
     loss = model(torch.rand(8, 1, 8, 8)).logsumexp(1).sum() * 100

@@ -343,7 +343,8 @@ def train_command(
     val_limit: Annotated[int, typer.Option(help="Samples in the validation subset (stratified).")] = 256,
     epochs: Annotated[int, typer.Option(help="Epochs.")] = 10,
     batch_size: Annotated[int, typer.Option(help="Samples per step.")] = 64,
-    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 3e-3,
+    lr: Annotated[float, typer.Option(help="Learning rate.")] = 3e-3,
+    optimizer: Annotated[str, typer.Option(help="adam, or sgd (momentum 0.9).")] = "adam",
     eps: Annotated[str, typer.Option(help="ε of the training (and tracking) attack, input units.")] = "0.1",
     steps: Annotated[int, typer.Option(help="Steps of the training attack (PGD, TRADES).")] = 7,
     trades_beta: Annotated[float, typer.Option(help="TRADES' β.")] = 6.0,
@@ -386,7 +387,7 @@ def train_command(
                   TimeElapsedColumn(), console=err_console, transient=True) as bar:
         task = bar.add_task(f"training {model} ({recipe})", total=epochs)
         run = train(net, train_data, validation, plan, epochs=epochs, out=out, batch_size=batch_size, lr=lr,
-                    frozen_from=reference, resume=resume,
+                    optimizer=optimizer, frozen_from=reference, resume=resume,
                     on_epoch=lambda row: bar.update(task, completed=row["epoch"] + 1))
     save_file({k: v.contiguous() for k, v in run.model.state_dict().items()}, str(out / "model.safetensors"))
     console.print(training_table(run.log, f"{model}, {recipe}"))

@@ -29,7 +29,7 @@ from torch import nn
 import advcal
 from advcal.atomic import write_bytes_atomic, write_json_atomic
 from advcal.attacks import PGD
-from advcal.checks import check_int, check_positive
+from advcal.checks import check_choice, check_int, check_positive
 from advcal.data import DataSource
 from advcal.errors import ConfigError
 from advcal.metrics import calibration_report
@@ -39,6 +39,7 @@ from advcal.training.report import tensorboard_writer, write_training_report
 
 CHECKPOINT, STATE, LOG = "checkpoint.safetensors", "checkpoint.json", "log.csv"
 FROZEN_SET, REPORT = "frozen-validation.safetensors", "training-report.html"
+OPTIMIZERS = ("adam", "sgd")
 TRACKED = ("accuracy", "ece", "brier", "nll")
 COLUMNS = ("epoch", "train_loss", "train_accuracy", "eps", "bn_frozen", "grad_norm", "pre_head_temperature",
            *(f"{where}_{m}" for where in ("clean", "adv", "frozen") for m in TRACKED), "seconds")
@@ -63,6 +64,7 @@ def train(
     out: str | Path,
     batch_size: int = 64,
     lr: float = 3e-3,
+    optimizer: str = "adam",
     val_eps: float | None = None,
     val_steps: int = 10,
     frozen_from: nn.Module | None = None,
@@ -77,6 +79,8 @@ def train(
         train_data, validation: the training split and the fixed validation subset.
         recipe: how to train (:class:`~advcal.training.recipes.Recipe`).
         epochs, batch_size, lr: the schedule.
+        optimizer: ``adam``, or ``sgd`` (momentum 0.9). Adam divides every step by a running
+            gradient scale, which undoes most of ``gradnorm``'s rescaling; SGD does not.
         out: the run's folder (log.csv, checkpoint.safetensors, checkpoint.json, run.json).
         val_eps, val_steps: the tracking attack (default ε: the recipe's).
         frozen_from: the model the frozen validation set is crafted against (default: this
@@ -90,9 +94,12 @@ def train(
     folder = Path(out)
     if recipe.pre_head_temperature:
         model = PreHeadTemperature(model)
-    optimiser = torch.optim.Adam(model.parameters(), lr=lr)
+    check_choice(optimizer, "optimizer", OPTIMIZERS)
+    optimiser = (torch.optim.Adam(model.parameters(), lr=lr) if optimizer == "adam"
+                 else torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9))
     settings = {"advcal_version": advcal.__version__, "recipe": recipe.as_dict(), "epochs": epochs,
-                "batch_size": batch_size, "lr": lr, "val_eps": val_eps or recipe.eps, "val_steps": val_steps,
+                "batch_size": batch_size, "lr": lr, "optimizer": optimizer, "val_eps": val_eps or recipe.eps,
+                "val_steps": val_steps,
                 "train": {"spec": train_data.name, "split": train_data.split, "n_samples": len(train_data)},
                 "validation": {"spec": validation.name, "split": validation.split,
                                "n_samples": len(validation)}}
@@ -214,7 +221,7 @@ def _json_number(value: float) -> float | None:
 def _restore(folder: Path, model: nn.Module, optimiser: torch.optim.Optimizer,
              settings: dict[str, object]) -> tuple[int, list[dict[str, float]]]:
     state = json.loads((folder / STATE).read_text("utf-8"))
-    if state["settings"]["recipe"] != settings["recipe"] or state["settings"]["epochs"] != settings["epochs"]:
+    if any(state["settings"].get(key) != settings[key] for key in ("recipe", "epochs", "optimizer", "lr")):
         raise ConfigError(f"out: {folder} holds a run with another recipe or schedule; it cannot be resumed "
                           "with these options")
     tensors = load_safetensors((folder / CHECKPOINT).read_bytes())
