@@ -111,6 +111,8 @@ def train(
         start, log = _restore(folder, model, optimiser, settings)
     elif resume and folder.exists() and any(folder.iterdir()):
         raise ConfigError(f"out: {folder} holds no checkpoint to resume")
+    else:  # a fresh run: a frozen set left by a run killed before its first checkpoint is stale
+        (folder / FROZEN_SET).unlink(missing_ok=True)
     write_json_atomic(folder / "run.json", settings)
     board = tensorboard_writer(folder)
     tracker = _Tracker(validation, val_eps or recipe.eps, val_steps, recipe.seed,
