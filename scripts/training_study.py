@@ -72,9 +72,16 @@ def recipes_table(epochs: int) -> list[str]:
     return lines
 
 
-def temperature_table(epochs: int) -> list[str]:
+def after_calibration(model: torch.nn.Module) -> tuple[TemperatureScaling, torch.nn.Module, str]:
+    """The NLL-fitted temperature, the model served through it, and the illusion verdict."""
     calibration = load_data("digits", split="calibration")
-    test = load_data("digits", split="test")
+    with torch.no_grad():
+        calibrator = TemperatureScaling().fit(model(calibration.x), calibration.y)
+    verdict = check_illusion(model, load_data("digits", split="test"), calibration, EPS).verdict
+    return calibrator, calibrator.wrap(model), verdict
+
+
+def temperature_table(epochs: int) -> list[str]:
     lines = ["| training T | gradnorm | clean mean confidence | PGD-20 acc (served) | cal T | APGD-DLR acc "
              "(after cal) | Square acc (after cal) | illusion verdict |",
              "| ---: | --- | ---: | ---: | ---: | ---: | ---: | --- |"]
@@ -82,13 +89,10 @@ def temperature_table(epochs: int) -> list[str]:
         for gradnorm in (False, True):
             model = fit(Recipe("pgd-at", eps=EPS, steps=TRAIN_STEPS, train_temperature=temperature,
                                gradnorm=gradnorm, seed=SEED), epochs)
-            with torch.no_grad():
-                calibrator = TemperatureScaling().fit(model(calibration.x), calibration.y)
-            calibrated = calibrator.wrap(model)
+            calibrator, calibrated, verdict = after_calibration(model)
             served = scores(model, PGD(eps=EPS, steps=20, seed=SEED))
             dlr = scores(calibrated, APGD(eps=EPS, steps=20, seed=SEED, loss="dlr"))
             square = scores(calibrated, Square(eps=EPS, queries=300, seed=SEED))
-            verdict = check_illusion(model, test, calibration, EPS).verdict
             lines.append(f"| {temperature:g} | {'yes' if gradnorm else 'no'} | {scores(model)[2]:.3f} | "
                          f"{served[0]:.3f} | {calibrator.temperature:.3g} | {dlr[0]:.3f} | {square[0]:.3f} | "
                          f"{verdict} |")
@@ -98,20 +102,16 @@ def temperature_table(epochs: int) -> list[str]:
 
 def gradnorm_table(epochs: int) -> list[str]:
     """Gradient normalisation under SGD (which, unlike Adam, keeps the rescaled step)."""
-    calibration = load_data("digits", split="calibration")
-    test = load_data("digits", split="test")
     lines = ["| recipe | gradnorm | clean mean confidence | clean ECE | PGD-20 acc (served) | APGD-DLR acc "
              "(after cal) | illusion verdict |", "| --- | --- | ---: | ---: | ---: | ---: | --- |"]
     for name in ("standard", "pgd-at"):
         for gradnorm in (False, True):
             model = fit(Recipe(name, eps=EPS, steps=TRAIN_STEPS, gradnorm=gradnorm, seed=SEED), epochs,
                         optimizer="sgd", lr=SGD_LR)
-            with torch.no_grad():
-                calibrated = TemperatureScaling().fit(model(calibration.x), calibration.y).wrap(model)
+            _, calibrated, verdict = after_calibration(model)
             clean = scores(model)
             served = scores(model, PGD(eps=EPS, steps=20, seed=SEED))
             dlr = scores(calibrated, APGD(eps=EPS, steps=20, seed=SEED, loss="dlr"))
-            verdict = check_illusion(model, test, calibration, EPS).verdict
             lines.append(f"| {name} | {'yes' if gradnorm else 'no'} | {clean[2]:.3f} | {clean[1]:.3f} | "
                          f"{served[0]:.3f} | {dlr[0]:.3f} | {verdict} |")
             print(lines[-1], flush=True)

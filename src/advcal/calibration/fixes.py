@@ -173,6 +173,7 @@ def evaluate_fixes(
                     adversarial_labels=calibration.y.repeat(len(epsilons)))
             else:
                 fitted = CALIBRATORS[kind]().fit(*fit_data[way])
+            clean = fitted.transform(test_clean)
             frozen_set = [fitted.transform(logits) for logits in test_frozen]
             # BPDA attacks the raw model: for non-differentiable calibrators the adaptive
             # attacker's inputs are the frozen set's (same attack, same per-sample seeds).
@@ -180,8 +181,8 @@ def evaluate_fixes(
             if fitted.differentiable:
                 adaptive = attacked(fitted.wrap(model), test, calibrated=True)
             fixes.append(Fix(kind, way, fitted, {
-                "frozen": figures(fitted.transform(test_clean), frozen_set),
-                "adaptive": figures(fitted.transform(test_clean), adaptive),
+                "frozen": figures(clean, frozen_set),
+                "adaptive": figures(clean, adaptive),
             }))
     flags = _judge(baseline, fixes, epsilons)
     return FixesReport(
