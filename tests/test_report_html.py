@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import copy
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -17,6 +16,7 @@ import pytest
 
 from advcal.errors import InputError
 from advcal.report import figures, load_report, render_html, write_report
+from conftest import require_system_package
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 EPSILONS = (0.05, 0.1)
@@ -240,10 +240,8 @@ def test_render_refuses_a_dict_that_is_not_a_report() -> None:
 
 def _chromium() -> str:
     browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
-    if browser is None:
-        if os.environ.get("ADVCAL_REQUIRE_BROWSER") == "1":
-            pytest.fail("ADVCAL_REQUIRE_BROWSER=1 but no chromium, chromium-browser or google-chrome on PATH")
-        pytest.skip("no headless browser (chromium, chromium-browser, google-chrome) on PATH")
+    require_system_package(browser is not None, "a headless browser (chromium on PATH)",
+                           "apt-get install chromium")
     return browser
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import signal
 import subprocess
@@ -17,7 +18,7 @@ from advcal.cli import main
 from advcal.data import load_data
 from advcal.errors import ConfigError
 from advcal.models import DigitsCNN
-from advcal.training import COLUMNS, PreHeadTemperature, Recipe, normalise_gradients, train
+from advcal.training import COLUMNS, PreHeadTemperature, Recipe, learning_rate, normalise_gradients, train
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +57,22 @@ def test_sgd_training_with_gradnorm_takes_unit_norm_steps(small, tmp_path):
     with pytest.raises(ConfigError, match="optimizer: expected one of adam, sgd"):
         train(fresh(), train_data, validation, Recipe("standard"), epochs=1, out=tmp_path / "x",
               optimizer="lion")
+
+
+def test_the_cosine_schedule_warms_up_linearly_then_decays_to_zero(small, tmp_path):
+    assert [learning_rate(s, 10, 1.0, "constant", 4) for s in (0, 3, 4, 9)] == [0.25, 1.0, 1.0, 1.0]
+    assert [learning_rate(s, 10, 1.0, "cosine", 0) for s in (0, 5)] == [1.0, pytest.approx(0.5)]
+    assert learning_rate(9.999, 10, 1.0, "cosine", 0) == pytest.approx(0.0, abs=1e-6)
+    train_data, validation = small  # 240 samples, batch 80: 3 steps per epoch, 12 in all
+    run = train(fresh(), train_data, validation, Recipe("standard"), epochs=4, out=tmp_path / "r",
+                batch_size=80, lr=0.3, optimizer="sgd", schedule="cosine", warmup_epochs=1)
+    # Each row logs its epoch's last step: 2 (end of warm-up), then 5, 8, 11 of the 9 cosine steps.
+    cosine = [0.3 * 0.5 * (1 + math.cos(math.pi * k / 9)) for k in (2, 5, 8)]
+    assert [row["lr"] for row in run.log] == pytest.approx([0.3, *cosine])
+    assert json.loads((tmp_path / "r" / "run.json").read_text())["schedule"] == "cosine"
+    with pytest.raises(ConfigError, match="warmup_epochs"):
+        train(fresh(), train_data, validation, Recipe("standard"), epochs=2, out=tmp_path / "x",
+              warmup_epochs=2)
 
 
 def test_gradnorm_scales_the_global_gradient_norm_to_one():
@@ -103,7 +120,8 @@ def test_a_finished_run_is_not_overwritten_and_another_recipe_is_not_resumed(sma
 
 
 TRAIN_ARGS = ["train", "--recipe", "pgd-at", "--steps", "2", "--epochs", "6", "--val-limit", "40",
-              "--batch-size", "64", "--seed", "4"]
+              "--batch-size", "64", "--seed", "4", "--optimizer", "sgd", "--lr", "0.05",
+              "--schedule", "cosine", "--warmup-epochs", "1.5"]
 
 
 def without_seconds(path) -> list[dict[str, str]]:

@@ -125,14 +125,34 @@ def audit(
         help="A calibrator saved by advcal calibrate, per --model: audit the calibrated model.")] = None,
     ensemble: Annotated[bool, typer.Option(
         help="Audit the --model arguments as one ensemble (probabilities averaged).")] = False,
+    text_column: Annotated[str, typer.Option(help="Text data: the column holding the texts.")] = "text",
+    label_column: Annotated[str, typer.Option(help="Text data: the column holding the labels.")] = "label",
+    queries: Annotated[int, typer.Option(help="Text attacks: queries per text.")] = 2000,
     out: Annotated[
         Path, typer.Option(help="Output folder: report.html, report.json, samples.npz, figures/.")
     ] = Path("advcal-report"),
 ) -> None:
     """Audit calibration on clean and adversarial inputs over an ε sweep, with red flags.
 
-    With no options: the shipped digits-cnn and digits-cnn-at on scikit-learn's digits.
+    With no options: the shipped digits-cnn and digits-cnn-at on scikit-learn's digits. Text
+    classifiers (--model hf:DIR, --data csv:PATH / jsonl:PATH / tweets) are audited under the
+    word, char or embedding-pgd attack (--attack), whose budgets take the place of ε (--eps).
     """
+    from advcal.text.loading import is_text_audit
+
+    if is_text_audit(model or [], data):
+        unsupported = {"--weights": weights, "--normalize": normalize, "--adv-set": adv_set,
+                       "--illusion": illusion, "--fixes": fixes, "--calibrator": calibrator,
+                       "--ensemble": ensemble}
+        given = [flag for flag, value in unsupported.items() if value]
+        if given:
+            from advcal.errors import ConfigError
+
+            raise ConfigError(f"{', '.join(given)}: not available for text audits yet")
+        text_attack = "word" if attack == "pgd" else attack  # pgd, the image default, means "the default"
+        _audit_text(model or [], data or "", split, limit, text_column, label_column, eps, text_attack,
+                    queries, steps, bins, seed, bootstrap, profile, out)
+        return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from advcal.audit import audit as run_audit
@@ -345,6 +365,8 @@ def train_command(
     batch_size: Annotated[int, typer.Option(help="Samples per step.")] = 64,
     lr: Annotated[float, typer.Option(help="Learning rate.")] = 3e-3,
     optimizer: Annotated[str, typer.Option(help="adam, or sgd (momentum 0.9).")] = "adam",
+    schedule: Annotated[str, typer.Option(help="Learning rate: constant or cosine (to 0).")] = "constant",
+    warmup_epochs: Annotated[float, typer.Option(help="Linear learning-rate warm-up, in epochs.")] = 0.0,
     eps: Annotated[str, typer.Option(help="ε of the training (and tracking) attack, input units.")] = "0.1",
     steps: Annotated[int, typer.Option(help="Steps of the training attack (PGD, TRADES).")] = 7,
     trades_beta: Annotated[float, typer.Option(help="TRADES' β.")] = 6.0,
@@ -387,7 +409,8 @@ def train_command(
                   TimeElapsedColumn(), console=err_console, transient=True) as bar:
         task = bar.add_task(f"training {model} ({recipe})", total=epochs)
         run = train(net, train_data, validation, plan, epochs=epochs, out=out, batch_size=batch_size, lr=lr,
-                    optimizer=optimizer, frozen_from=reference, resume=resume,
+                    optimizer=optimizer, schedule=schedule, warmup_epochs=warmup_epochs,
+                    frozen_from=reference, resume=resume,
                     on_epoch=lambda row: bar.update(task, completed=row["epoch"] + 1))
     save_file({k: v.contiguous() for k, v in run.model.state_dict().items()}, str(out / "model.safetensors"))
     console.print(training_table(run.log, f"{model}, {recipe}"))
@@ -411,10 +434,40 @@ def report(
 
 
 DATA_HELP = ("Data spec: digits, fashion-mnist[:DIR], cifar10:DIR, cifar100:DIR, npz:PATH, folder:PATH, "
-             "torchvision:NAME:ROOT.")
+             "torchvision:NAME:ROOT; text: csv:PATH, jsonl:PATH, tweets.")
 ATTACK_HELP = "Registered attack: pgd, apgd-ce, apgd-dlr, square, ..."
 SPLIT_HELP = "Split: train, calibration, test, or all (a whole npz or folder)."
 EPS_HELP = "ε sweep in input units, fractions allowed: 2/255,4/255,8/255."
+
+
+def _audit_text(models: list[str], data: str, split: str, limit: int | None, text_column: str,
+                label_column: str, eps: str | None, attack: str, queries: int, steps: int | None, bins: int,
+                seed: int, bootstrap: int, profile: str, out: Path) -> None:
+    """``advcal audit`` for text classifiers: load them and the texts, audit, report."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from advcal.checks import parse_numbers
+    from advcal.console import audit_table, flags_table
+    from advcal.text.audit import audit_text
+    from advcal.text.loading import load_text_data, load_text_model
+
+    classifiers = {spec: load_text_model(spec) for spec in models}
+    texts = load_text_data(data, split=split, limit=limit, text_column=text_column, label_column=label_column)
+    params: dict[str, object] = ({"steps": steps} if steps else {}) if attack == "embedding-pgd" else {
+        "query_budget": queries}
+    with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=err_console, transient=True) as bar:
+        tasks = {name: bar.add_task(f"auditing {name}", total=len(texts)) for name in classifiers}
+        result = audit_text(classifiers, texts, parse_numbers(eps, "eps") if eps else None, attack, params,
+                            n_bins=bins, bootstrap=bootstrap, seed=seed, profile=profile, split=split,
+                            progress=lambda name, done, total: bar.update(tasks[name], completed=done,
+                                                                          total=total))
+    console.print(audit_table(result))
+    if any(entry.flags for entry in result.models):
+        console.print(flags_table(result))
+    with err_console.status("Drawing the report…"):
+        paths = result.save(out)
+    console.print(f"Wrote {paths['html']}, {paths['json']} and {paths['samples']}")
 
 
 def _load_models(specs: list[str], weights: list[Path] | None, normalize: str | None) -> dict:

@@ -206,7 +206,7 @@ def audit(
             else:
                 passes = _attack_passes(name, model, part, attacker, batch_size)
             attack_name = str(attack_params_record["attack"])
-            results.append(_audit_model(name, passes, part_size, epsilons, attack_name, n_bins, bootstrap,
+            results.append(audit_passes(name, passes, part_size, epsilons, attack_name, n_bins, bootstrap,
                                         seed, limits, progress, ranks))
             if isinstance(data, AdversarialSet):
                 results[-1].evaluation = _stored_evaluation(model, data)
@@ -298,11 +298,16 @@ def _stored_passes(
                           time.perf_counter() - start)
 
 
-def _audit_model(
+def audit_passes(
     name: str, passes: Iterator[BatchPasses], n_samples: int, epsilons: list[float], attack_name: str,
     n_bins: int, bootstrap: int, seed: int, limits: Thresholds, progress: ProgressFn | None,
     ranks: World,
 ) -> ModelAudit:
+    """One model's audit from its batches of clean and per-ε logits, however they were made.
+
+    The image audit feeds it live attacks or a stored set; :func:`advcal.text.audit_text` feeds
+    it text attacks. Statistics stream per batch; under several processes they are gathered.
+    """
     def new_stats() -> CalibrationStats:
         return CalibrationStats(n_bins=n_bins, bootstrap=bootstrap, seed=seed)
 

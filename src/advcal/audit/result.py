@@ -13,7 +13,7 @@ import numpy as np
 
 from advcal.atomic import write_bytes_atomic, write_json_atomic
 
-SCHEMA_VERSION = "0.3"  # bump with src/advcal/audit/schema/report.schema.json and docs/report.md
+SCHEMA_VERSION = "0.4"  # bump with src/advcal/audit/schema/report.schema.json and docs/report.md
 # The plain-named metrics every entry of report.json carries (full definitions in
 # docs/metrics.md; fully qualified ids under "ids").
 HEADLINE = ("accuracy", "ece", "ace", "sce", "mce", "ece_l2", "smooth_ece", "brier", "nll",
@@ -37,6 +37,8 @@ class ModelAudit:
     illusion: dict[str, object] | None = None
     # The post-hoc calibration fixes table (advcal.calibration.fixes), when the audit ran it.
     fixes: dict[str, object] | None = None
+    # Text audits: adversarial texts that flipped the prediction, original against perturbed.
+    examples: list[dict[str, object]] | None = None
 
 
 @dataclass
@@ -53,7 +55,7 @@ class AuditResult:
             "models": [
                 {"name": m.name, "evaluation": m.evaluation, "clean": m.clean, "attacks": m.attacks,
                  "flags": m.flags, "cost": m.cost} | ({"illusion": m.illusion} if m.illusion else {})
-                | ({"fixes": m.fixes} if m.fixes else {})
+                | ({"fixes": m.fixes} if m.fixes else {}) | ({"examples": m.examples} if m.examples else {})
                 for m in self.models
             ],
         })

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from advcal.errors import ConfigError, InputError
-from advcal.models.reference import DigitsCNN
+from advcal.models.reference import DigitsCNN, FashionCNN
 from advcal.models.wrappers import Normalized, TemperatureScaled
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -45,6 +45,10 @@ BUILTIN_MODELS: dict[str, BuiltinModel] = {
                                     "digits-cnn served at T = 0.001 (over-confident)", temperature=1e-3),
     "digits-cnn-hot": BuiltinModel(DigitsCNN, "digits-cnn.safetensors", "digits",
                                    "digits-cnn served at T = 10000 (under-confident)", temperature=1e4),
+    "fashion-cnn": BuiltinModel(FashionCNN, "fashion-cnn.safetensors", "fashion-mnist",
+                                "FashionCNN, standard training"),
+    "fashion-cnn-at": BuiltinModel(FashionCNN, "fashion-cnn-at.safetensors", "fashion-mnist",
+                                   "FashionCNN, PGD adversarial training"),
 }
 
 

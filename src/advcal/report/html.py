@@ -355,6 +355,9 @@ def _model_view(index: int, model: Mapping, drawn: Sequence[ModelFigure]) -> dic
         "cost": model.get("cost") or None,
         "illusion": _illusion_view(model.get("illusion")),
         "fixes": _fixes_view(model.get("fixes")),
+        "examples": [ex | {"clean_confidence": _num(ex["clean_confidence"]), "budget": f"{ex['budget']:g}",
+                           "adversarial_confidence": _num(ex["adversarial_confidence"])}
+                     for ex in model.get("examples") or []],
     }
 
 

@@ -3,9 +3,18 @@ that makes the shipped reference models."""
 
 from advcal.training.loop import EpochLog, train_classifier
 from advcal.training.recipes import RECIPES, PreHeadTemperature, Recipe, normalise_gradients
-from advcal.training.run import COLUMNS, TrainingRun, train
+from advcal.training.run import COLUMNS, SCHEDULES, TrainingRun, learning_rate, train
 
 __all__ = [
-    "COLUMNS", "RECIPES", "EpochLog", "PreHeadTemperature", "Recipe", "TrainingRun", "normalise_gradients",
-    "train", "train_classifier",
+    "COLUMNS",
+    "RECIPES",
+    "SCHEDULES",
+    "EpochLog",
+    "PreHeadTemperature",
+    "Recipe",
+    "TrainingRun",
+    "learning_rate",
+    "normalise_gradients",
+    "train",
+    "train_classifier",
 ]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,9 +41,11 @@ from advcal.training.report import tensorboard_writer, write_training_report
 CHECKPOINT, STATE, LOG = "checkpoint.safetensors", "checkpoint.json", "log.csv"
 FROZEN_SET, REPORT = "frozen-validation.safetensors", "training-report.html"
 OPTIMIZERS = ("adam", "sgd")
+SCHEDULES = ("constant", "cosine")
 TRACKED = ("accuracy", "ece", "brier", "nll")
-COLUMNS = ("epoch", "train_loss", "train_accuracy", "eps", "bn_frozen", "grad_norm", "pre_head_temperature",
-           *(f"{where}_{m}" for where in ("clean", "adv", "frozen") for m in TRACKED), "seconds")
+COLUMNS = ("epoch", "train_loss", "train_accuracy", "lr", "eps", "bn_frozen", "grad_norm",
+           "pre_head_temperature", *(f"{where}_{m}" for where in ("clean", "adv", "frozen") for m in TRACKED),
+           "seconds")
 
 
 @dataclass
@@ -65,6 +68,8 @@ def train(
     batch_size: int = 64,
     lr: float = 3e-3,
     optimizer: str = "adam",
+    schedule: str = "constant",
+    warmup_epochs: float = 0.0,
     val_eps: float | None = None,
     val_steps: int = 10,
     frozen_from: nn.Module | None = None,
@@ -81,6 +86,9 @@ def train(
         epochs, batch_size, lr: the schedule.
         optimizer: ``adam``, or ``sgd`` (momentum 0.9). Adam divides every step by a running
             gradient scale, which undoes most of ``gradnorm``'s rescaling; SGD does not.
+        schedule, warmup_epochs: the learning rate per step (:func:`learning_rate`):
+            ``constant``, or ``cosine`` decay to 0 over the run; both after a linear warm-up
+            over the first ``warmup_epochs`` (may be fractional).
         out: the run's folder (log.csv, checkpoint.safetensors, checkpoint.json, run.json).
         val_eps, val_steps: the tracking attack (default ε: the recipe's).
         frozen_from: the model the frozen validation set is crafted against (default: this
@@ -95,10 +103,14 @@ def train(
     if recipe.pre_head_temperature:
         model = PreHeadTemperature(model)
     check_choice(optimizer, "optimizer", OPTIMIZERS)
+    check_choice(schedule, "schedule", SCHEDULES)
+    if not 0 <= warmup_epochs < epochs:
+        raise ConfigError(f"warmup_epochs: expected a number in [0, epochs={epochs}), got {warmup_epochs!r}")
     optimiser = (torch.optim.Adam(model.parameters(), lr=lr) if optimizer == "adam"
                  else torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9))
     settings = {"advcal_version": advcal.__version__, "recipe": recipe.as_dict(), "epochs": epochs,
-                "batch_size": batch_size, "lr": lr, "optimizer": optimizer, "val_eps": val_eps or recipe.eps,
+                "batch_size": batch_size, "lr": lr, "optimizer": optimizer,
+                "schedule": schedule, "warmup_epochs": warmup_epochs, "val_eps": val_eps or recipe.eps,
                 "val_steps": val_steps,
                 "train": {"spec": train_data.name, "split": train_data.split, "n_samples": len(train_data)},
                 "validation": {"spec": validation.name, "split": validation.split,
@@ -117,9 +129,10 @@ def train(
     board = tensorboard_writer(folder)
     tracker = _Tracker(validation, val_eps or recipe.eps, val_steps, recipe.seed,
                        frozen_from if frozen_from is not None else model, folder / FROZEN_SET)
+    rates = _Rates(lr, schedule, warmup_epochs, epochs, steps_per_epoch=-(-len(train_data) // batch_size))
     for epoch in range(start, epochs):
         began = time.perf_counter()
-        row = _epoch(model, optimiser, train_data, recipe, epoch, epochs, batch_size)
+        row = _epoch(model, optimiser, train_data, recipe, epoch, epochs, batch_size, rates)
         row.update(tracker.evaluate(model, epoch))
         row["seconds"] = time.perf_counter() - began
         log.append(row)
@@ -137,9 +150,37 @@ def train(
     return TrainingRun(model=model, log=log, folder=folder)
 
 
+def learning_rate(step: float, total: float, lr: float, schedule: str, warmup: float) -> float:
+    """The learning rate at optimiser step ``step`` (0-based) of ``total``, warm-up ``warmup`` steps.
+
+    The warm-up rises linearly to ``lr`` (the first step uses ``lr / warmup``); ``cosine`` then
+    decays as ``lr · (1 + cos(π · progress)) / 2`` over the remaining steps. A pure function of
+    the step, so a resumed run sets exactly the rates an uninterrupted one did.
+    """
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    if schedule == "constant":
+        return lr
+    progress = (step - warmup) / max(total - warmup, 1.0)
+    return lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+@dataclass(frozen=True)
+class _Rates:
+    lr: float
+    schedule: str
+    warmup_epochs: float
+    epochs: int
+    steps_per_epoch: int
+
+    def at(self, epoch: int, step: int) -> float:
+        return learning_rate(epoch * self.steps_per_epoch + step, self.epochs * self.steps_per_epoch, self.lr,
+                             self.schedule, self.warmup_epochs * self.steps_per_epoch)
+
+
 def _epoch(
     model: nn.Module, optimiser: torch.optim.Optimizer, data: DataSource, recipe: Recipe, epoch: int,
-    epochs: int, batch_size: int,
+    epochs: int, batch_size: int, rates: _Rates,
 ) -> dict[str, float]:
     """One epoch of the recipe; its randomness (shuffle, dropout) is keyed on (seed, epoch)."""
     generator = torch.Generator().manual_seed(recipe.seed * 1_000_003 + epoch)
@@ -151,8 +192,10 @@ def _epoch(
         torch.manual_seed(recipe.seed * 7919 + epoch)
         model.train()
         set_bn_frozen(model, bn_frozen)
-        for batch in order.split(batch_size):
+        for step, batch in enumerate(order.split(batch_size)):
             x, y, index = data.x[batch], data.y[batch], data.index[batch]
+            for group in optimiser.param_groups:
+                group["lr"] = rates.at(epoch, step)
             optimiser.zero_grad()
             loss, logits = recipe.batch_loss(model, x, y, index + epoch * len(data), epoch, epochs)
             loss.backward()
@@ -167,6 +210,7 @@ def _epoch(
     learned = isinstance(model, PreHeadTemperature)
     temperature = float(model.log_temperature.detach().exp()) if learned else nan
     return {"epoch": epoch, "train_loss": total_loss / len(data), "train_accuracy": total_correct / len(data),
+            "lr": rates.at(epoch, steps - 1),
             "eps": recipe.eps_at(epoch, epochs) if recipe.name != "standard" else 0.0,
             "bn_frozen": float(bn_frozen), "grad_norm": total_norm / steps if recipe.gradnorm else nan,
             "pre_head_temperature": temperature}
@@ -223,7 +267,8 @@ def _json_number(value: float) -> float | None:
 def _restore(folder: Path, model: nn.Module, optimiser: torch.optim.Optimizer,
              settings: dict[str, object]) -> tuple[int, list[dict[str, float]]]:
     state = json.loads((folder / STATE).read_text("utf-8"))
-    if any(state["settings"].get(key) != settings[key] for key in ("recipe", "epochs", "optimizer", "lr")):
+    resumable = ("recipe", "epochs", "optimizer", "lr", "schedule", "warmup_epochs")
+    if any(state["settings"].get(key) != settings[key] for key in resumable):
         raise ConfigError(f"out: {folder} holds a run with another recipe or schedule; it cannot be resumed "
                           "with these options")
     tensors = load_safetensors((folder / CHECKPOINT).read_bytes())

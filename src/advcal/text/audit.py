@@ -1,0 +1,183 @@
+"""The audit of text classifiers: the image audit's report, with text attacks in place of PGD.
+
+A text attack's budget plays the part of ε: for the word and character attacks it is the
+largest fraction of a text's words the attack may change, for embedding-space PGD the L2 radius
+per token. Clean logits, then the attack at every budget, feed the same streaming statistics,
+flags, paired tests and per-sample records as :func:`advcal.audit.audit`, so the report reads
+the same; it adds example adversarial texts (original against perturbed, changed words marked).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from collections.abc import Iterator, Mapping, Sequence
+
+import numpy as np
+import torch
+
+import advcal
+from advcal.audit.flags import get_profile
+from advcal.audit.pipeline import BatchPasses, ProgressFn, audit_passes
+from advcal.audit.result import AuditResult
+from advcal.checks import check_choice, check_int
+from advcal.distributed import rank_positions, world
+from advcal.errors import InputError
+from advcal.models import check_logits, frozen
+from advcal.text.attacks import CharacterAttack, WordSubstitutionAttack
+from advcal.text.data import TextDataset
+from advcal.text.embedding_pgd import EmbeddingPGD
+from advcal.text.models import TextClassifier
+from advcal.text.words import word_diff
+
+TEXT_ATTACKS = {"word": WordSubstitutionAttack, "char": CharacterAttack, "embedding-pgd": EmbeddingPGD}
+# What the budget of each attack is, and the sweep used when the user gives none.
+BUDGET = {"word": "max_change_fraction", "char": "max_change_fraction", "embedding-pgd": "eps"}
+DEFAULT_BUDGETS = {"word": (0.1, 0.2, 0.3), "char": (0.1, 0.2, 0.3), "embedding-pgd": (0.25, 0.5, 1.0)}
+
+
+def audit_text(
+    models: TextClassifier | Mapping[str, TextClassifier],
+    data: TextDataset,
+    budgets: Sequence[float] | None = None,
+    attack: str = "word",
+    attack_params: Mapping[str, object] | None = None,
+    *,
+    n_bins: int = 15,
+    bootstrap: int = 200,
+    seed: int = 0,
+    batch_size: int = 32,
+    profile: str = "default",
+    progress: ProgressFn | None = None,
+    examples: int = 5,
+    split: str = "all",
+) -> AuditResult:
+    """Audit each text classifier's calibration on ``data``, clean and under ``attack`` per budget.
+
+    Args:
+        models: a :class:`~advcal.text.TextClassifier`, or name -> classifier.
+        data: the texts and labels (:func:`advcal.text.parse_text_source`).
+        budgets: the sweep (the report's "ε"): fractions of words changed for ``word`` and
+            ``char``, the per-token L2 radius for ``embedding-pgd`` (default: ``DEFAULT_BUDGETS``).
+        attack: ``word`` (PWWS-style synonym substitution), ``char`` (DeepWordBug-style
+            character edits) or ``embedding-pgd``.
+        attack_params: further settings of the attack (``query_budget``, ``steps``, ...).
+        n_bins, bootstrap, seed, profile, progress: as in :func:`advcal.audit.audit`.
+        batch_size: texts per batch (per forward pass of the clean texts).
+        examples: how many successful adversarial texts per model to keep for the report.
+        split: which part of the source ``data`` is, for the record.
+    """
+    if isinstance(models, TextClassifier):
+        models = {"text-classifier": models}
+    if not models:
+        raise InputError("models: expected at least one text classifier")
+    for name, model in models.items():
+        if not isinstance(model, TextClassifier):
+            raise InputError(f"models[{name!r}]: expected an advcal.text.TextClassifier, "
+                             f"got {type(model).__name__}")
+    check_choice(attack, "attack", tuple(TEXT_ATTACKS))
+    check_int(batch_size, "batch_size", 1)
+    check_int(examples, "examples", 0)
+    limits = get_profile(profile)
+    budgets = list(DEFAULT_BUDGETS[attack]) if budgets is None else [float(b) for b in budgets]
+    labels = [f"{b:g}" for b in budgets]
+    if not budgets or len(set(labels)) != len(labels):
+        raise InputError(f"budgets: expected distinct values, got {', '.join(labels) or 'none'}")
+    attackers = [TEXT_ATTACKS[attack](**{BUDGET[attack]: budget, "seed": seed, **dict(attack_params or {})})
+                 for budget in budgets]
+    settings = attackers[0].params
+    record = {**{k: v for k, v in settings.items() if k not in (BUDGET[attack], "attack")}, "attack": attack,
+              "method": settings.get("attack", attack), "budget": BUDGET[attack]}
+    # Under torchrun each rank audits whole batches, as the image audit does.
+    ranks = world()
+    blocks = rank_positions(math.ceil(len(data) / batch_size), ranks)
+    positions = np.concatenate([np.arange(b * batch_size, min((b + 1) * batch_size, len(data)))
+                                for b in blocks] or [np.zeros(0, dtype=np.int64)])
+    part = data.subset(positions)
+    results = []
+    for name, model in models.items():
+        found: list[dict[str, object]] = []
+        queries = [0]
+        passes = _text_passes(model, part, attackers, batch_size, budgets, found, examples, queries)
+        results.append(audit_passes(name, passes, len(part), budgets, attack, n_bins, bootstrap, seed,
+                                    limits, progress, ranks))
+        results[-1].cost["queries"] = queries[0]
+        results[-1].examples = found
+    config = {
+        "advcal_version": advcal.__version__,
+        "data": {"spec": data.name, "split": split, "n_samples": len(data),
+                 "fingerprint": text_fingerprint(data), "kind": "text", "classes": list(data.classes)},
+        "epsilons": budgets,
+        "attack": record,
+        "n_bins": n_bins,
+        "bootstrap": bootstrap,
+        "seed": seed,
+        "batch_size": batch_size,
+        "profile": profile,
+        "device": str(next(iter(models.values())).device),
+        "thresholds": vars(limits),
+        "illusion": False,
+        "fixes": False,
+        "models": list(models),
+    }
+    return AuditResult(config=config, models=results)
+
+
+def text_fingerprint(data: TextDataset) -> str:
+    """sha256 of the texts, labels and row indices, in order: which samples were audited."""
+    digest = hashlib.sha256()
+    for text, label, row in zip(data.texts, data.labels, data.index, strict=True):
+        encoded = text.encode("utf-8")
+        digest.update(f"{len(encoded)}:{int(label)}:{int(row)}:".encode())
+        digest.update(encoded)
+    return digest.hexdigest()
+
+
+def _text_passes(
+    model: TextClassifier, data: TextDataset, attackers: list, batch_size: int, budgets: list[float],
+    examples: list[dict[str, object]], wanted: int, queries: list[int],
+) -> Iterator[BatchPasses]:
+    """Clean logits per batch, then every budget's attack; keeps the first successful examples."""
+    for start in range(0, len(data), batch_size):
+        batch = data.subset(np.arange(start, min(start + batch_size, len(data))))
+        y, index = torch.from_numpy(batch.labels), torch.from_numpy(batch.index)
+        began = time.perf_counter()
+        with frozen(model), torch.no_grad():
+            clean_logits = check_logits(model(batch.texts), len(batch), "text classifier").cpu()
+        clean_seconds = time.perf_counter() - began
+        began = time.perf_counter()
+        adversarial, forward, backward = [], 1, 0
+        for budget, attacker in zip(budgets, attackers, strict=True):
+            result = attacker(model, batch.texts, y, index=index)
+            adversarial.append(result.logits.detach().cpu())
+            if isinstance(attacker, EmbeddingPGD):
+                forward, backward = forward + result.forward_passes, backward + result.backward_passes
+            else:  # score-based attacks: every text scored is one query
+                queries[0] += int(result.queries.sum())
+                if budget == budgets[-1]:  # examples from the last (normally largest) budget
+                    _keep_examples(examples, wanted, batch, clean_logits, result, budget)
+        yield BatchPasses(index, y, clean_logits, adversarial, forward, backward, clean_seconds,
+                          time.perf_counter() - began)
+
+
+def _keep_examples(examples: list[dict[str, object]], wanted: int, batch: TextDataset,
+                   clean_logits: torch.Tensor, result: object, budget: float) -> None:
+    """The first ``wanted`` correctly classified texts, in data order, that ``result`` flipped."""
+    clean_probs = clean_logits.softmax(1)
+    adv_probs = result.logits.detach().cpu().softmax(1)
+    for i, (original, perturbed) in enumerate(zip(result.original, result.perturbed, strict=True)):
+        if len(examples) >= wanted:
+            return
+        label = int(batch.labels[i])
+        if original == perturbed or int(clean_probs[i].argmax()) != label or not bool(result.success[i]):
+            continue
+        examples.append({
+            "index": int(batch.index[i]), "budget": budget, "label": batch.classes[label],
+            "clean_prediction": batch.classes[int(clean_probs[i].argmax())],
+            "clean_confidence": float(clean_probs[i].max()),
+            "adversarial_prediction": batch.classes[int(adv_probs[i].argmax())],
+            "adversarial_confidence": float(adv_probs[i].max()),
+            "original": original, "perturbed": perturbed,
+            "diff": [[word, changed] for word, changed in word_diff(original, perturbed)],
+        })

@@ -1,0 +1,72 @@
+"""Text models and data from the specs users type: ``hf:DIR``, ``csv:PATH``, ``jsonl:PATH``, ``tweets``.
+
+Kept free of heavy imports (transformers, nltk load inside the functions), because the CLI asks
+:func:`is_text_audit` on every audit, text or not.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from advcal.errors import ConfigError, InputError
+
+TEXT_DATA_KINDS = ("csv", "jsonl", "tweets")
+TEXT_SPLITS = ("train", "calibration", "test", "all")
+
+
+def is_text_audit(model_specs: list[str], data_spec: str | None) -> bool:
+    """Whether these ``--model`` / ``--data`` specs ask for a text audit (refusing a mixture)."""
+    from advcal.text.reference import BUILTIN_TEXT_MODELS
+
+    text_models = [spec for spec in model_specs if spec.startswith("hf:") or spec in BUILTIN_TEXT_MODELS]
+    text_data = data_spec is not None and data_spec.split(":", 1)[0] in TEXT_DATA_KINDS
+    if text_models and len(text_models) != len(model_specs):
+        raise ConfigError(f"model: text classifiers ({', '.join(text_models)}) and image models "
+                          "cannot be audited together")
+    if text_models and data_spec is None:
+        raise ConfigError("data: a text classifier needs text data; pass --data csv:PATH, jsonl:PATH "
+                          "or tweets")
+    if text_data and model_specs and not text_models:
+        raise ConfigError(f"model: {data_spec} is text data; expected text classifiers (--model hf:DIR)")
+    if text_data and not model_specs:
+        raise ConfigError(f"model: {data_spec} is text data; pass --model hf:DIR (a local Hugging Face "
+                          "sequence classifier) or tweets-minilm")
+    return bool(text_models) or text_data
+
+
+def load_text_model(spec: str, max_length: int = 128):  # -> TextClassifier (lazy import)
+    """The text classifier named by ``spec``: ``hf:DIR`` (a local Hugging Face sequence
+    classifier) or a built-in name (``tweets-minilm`` and its ``-cold`` / ``-hot`` variants)."""
+    from advcal.text.models import from_hf
+    from advcal.text.reference import BUILTIN_TEXT_MODELS, tweets_minilm
+
+    if spec in BUILTIN_TEXT_MODELS:
+        return tweets_minilm(temperature=BUILTIN_TEXT_MODELS[spec])
+    kind, sep, path = spec.partition(":")
+    if kind != "hf" or not sep or not path:
+        raise ConfigError(f"model: expected hf:DIR (a local Hugging Face sequence classifier) or one of "
+                          f"{', '.join(BUILTIN_TEXT_MODELS)}, got {spec!r}")
+    return from_hf(path, max_length=max_length)
+
+
+def load_text_data(spec: str, split: str = "test", limit: int | None = None, text_column: str = "text",
+                   label_column: str = "label"):  # -> TextDataset (lazy import)
+    """``split`` of the texts named by ``spec`` (``csv:PATH``, ``jsonl:PATH`` or ``tweets``).
+
+    ``train``, ``calibration`` and ``test`` are the fixed stratified 60/20/20 split of
+    :func:`advcal.text.split_text_dataset` (seed 0), ``all`` every row; ``limit`` keeps the first
+    N of a stratified order, so a small look still holds every class.
+    """
+    from advcal.data.splits import stratified_order
+    from advcal.text.data import parse_text_source, split_text_dataset
+
+    if split not in TEXT_SPLITS:
+        raise InputError(f"split: expected one of {', '.join(TEXT_SPLITS)}, got {split!r}")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise InputError(f"limit: expected a positive integer, got {limit!r}")
+    data = parse_text_source(spec, text_column=text_column, label_column=label_column)
+    if split != "all":
+        data = split_text_dataset(data, seed=0)[split]
+    if limit is not None and limit < len(data):
+        data = data.subset(np.sort(stratified_order(data.labels)[:limit]))
+    return data

@@ -1,0 +1,141 @@
+"""The text audit: the image report, made by text attacks on a Hugging Face classifier."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import jsonschema
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("transformers")
+
+from advcal.audit import report_schema
+from advcal.cli import main
+from advcal.errors import ConfigError
+from advcal.text.audit import audit_text
+from advcal.text.data import TextDataset
+from advcal.text.loading import is_text_audit, load_text_data
+from advcal.text.models import TextClassifier, tiny_text_classifier
+
+POSITIVE = ["good", "great", "wonderful", "excellent", "lovely", "superb"]
+NEGATIVE = ["bad", "awful", "terrible", "boring", "dreadful", "poor"]
+FRAMES = ["the film was {} and the music was {}", "a {} story with a {} ending", "what a {} cast , truly {}",
+          "honestly {} work and {} writing"]
+
+
+def corpus() -> TextDataset:
+    """96 short reviews whose sentiment is carried by two words of one polarity."""
+    texts, labels = [], []
+    for k in range(96):
+        words = POSITIVE if k % 2 else NEGATIVE
+        texts.append(FRAMES[k % 4].format(words[k % 6], words[(k // 6) % 6]))
+        labels.append(k % 2)
+    return TextDataset(texts, np.array(labels), ["negative", "positive"], name="reviews")
+
+
+@pytest.fixture(scope="module")
+def classifier() -> TextClassifier:
+    """The tiny BERT fitted to the corpus: a model with real margins for the attacks to erode."""
+    data = corpus()
+    model = tiny_text_classifier(data.texts + POSITIVE + NEGATIVE, num_classes=2, seed=0,
+                                 labels=data.classes)
+    optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
+    labels = torch.from_numpy(data.labels)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model.train()
+        for _ in range(25):
+            optimiser.zero_grad()
+            torch.nn.functional.cross_entropy(model(data.texts), labels).backward()
+            optimiser.step()
+    model.eval()
+    model.zero_grad(set_to_none=True)
+    with torch.no_grad():
+        assert float((model(data.texts).argmax(1) == labels).float().mean()) > 0.9
+    return model
+
+
+def test_the_text_audit_reports_like_the_image_audit(classifier):
+    data = corpus().subset(np.arange(48))
+    result = audit_text({"tiny": classifier}, data, [0.2, 0.5], "char", {"query_budget": 30}, bootstrap=20,
+                        batch_size=32, examples=3)
+    report = result.to_dict()
+    jsonschema.validate(report, report_schema())
+    assert report["config"]["data"]["kind"] == "text" and report["config"]["epsilons"] == [0.2, 0.5]
+    assert report["config"]["attack"]["attack"] == "char"
+    assert report["config"]["attack"]["budget"] == "max_change_fraction"
+    model = report["models"][0]
+    clean = model["clean"]["metrics"]["accuracy"]
+    low, high = (a["metrics"]["accuracy"] for a in model["attacks"])
+    assert clean > 0.9 and high < low <= clean  # a larger share of words changed, more flips
+    assert 0 < model["cost"]["queries"] <= 2 * 30 * len(data)
+    assert len(model["examples"]) == 3
+    for example in model["examples"]:
+        changed = [(word, new) for word, new in example["diff"] if new is not None]
+        assert 1 <= len(changed) <= 0.5 * len(example["original"].split())
+        rebuilt = "".join(new if new is not None else word for word, new in example["diff"])
+        assert rebuilt == example["perturbed"]
+        assert example["clean_prediction"] == example["label"] != example["adversarial_prediction"]
+    assert report["config"]["attack"]["method"] == "deepwordbug"
+    samples = result.models[0].samples
+    assert len(samples["index"]) == len(data)
+
+
+def test_embedding_pgd_in_the_text_audit_counts_passes(classifier):
+    result = audit_text(classifier, corpus(), [0.5, 2.0], "embedding-pgd", {"steps": 5}, bootstrap=0)
+    model = result.to_dict()["models"][0]
+    assert model["cost"]["backward_passes"] == 3 * 2 * 5  # 3 batches of 32, two budgets, 5 steps
+    assert model["attacks"][1]["metrics"]["accuracy"] <= model["clean"]["metrics"]["accuracy"]
+    assert "examples" not in model  # no discrete texts to show for a continuous attack
+
+
+def test_advcal_audit_on_a_local_hf_folder_and_a_csv(classifier, tmp_path, capsys):
+    folder = classifier.save_pretrained(tmp_path / "model")
+    data = corpus()
+    with open(tmp_path / "reviews.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["review", "sentiment"])
+        writer.writerows(zip(data.texts, (data.classes[k] for k in data.labels), strict=True))
+    out = tmp_path / "report"
+    with pytest.raises(SystemExit) as done:
+        main(["audit", "--model", f"hf:{folder}", "--data", f"csv:{tmp_path / 'reviews.csv'}",
+              "--split", "all", "--limit", "32", "--text-column", "review", "--label-column", "sentiment",
+              "--attack", "char", "--eps", "0.25,0.5", "--queries", "40", "--bootstrap", "20",
+              "--out", str(out)])
+    assert done.value.code == 0, capsys.readouterr().err
+    report = json.loads((out / "report.json").read_text())
+    jsonschema.validate(report, report_schema())
+    assert report["config"]["data"]["n_samples"] == 32 and report["models"][0]["examples"]
+    page = (out / "report.html").read_text()
+    assert "Adversarial texts" in page and "<del>" in page and "<ins>" in page
+    capsys.readouterr()
+    # Bad specs: one line, exit 2.
+    reviews = f"csv:{tmp_path / 'reviews.csv'}"
+    for args, message in [
+        (["--model", "hf:bert-base-uncased", "--data", reviews], "offline"),
+        (["--model", "digits-cnn", "--data", reviews], "is text data"),
+        (["--model", f"hf:{folder}", "--data", reviews, "--illusion"], "--illusion"),
+    ]:
+        with pytest.raises(SystemExit) as done:
+            main(["audit", *args, "--out", str(tmp_path / "x")])
+        err = capsys.readouterr().err
+        assert done.value.code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_text_specs_and_splits(tmp_path):
+    assert not is_text_audit([], None) and not is_text_audit(["digits-cnn"], "digits")
+    assert is_text_audit(["hf:x"], "tweets")
+    with pytest.raises(ConfigError, match="cannot be audited together"):
+        is_text_audit(["hf:x", "digits-cnn"], "tweets")
+    path = tmp_path / "t.jsonl"
+    path.write_text("".join(json.dumps({"text": t, "label": int(y)}) + "\n"
+                            for t, y in zip(corpus().texts, corpus().labels, strict=True)))
+    parts = {split: load_text_data(f"jsonl:{path}", split=split)
+             for split in ("train", "calibration", "test")}
+    assert sum(len(p) for p in parts.values()) == 96
+    assert not set(parts["train"].index) & set(parts["test"].index)
+    small = load_text_data(f"jsonl:{path}", split="all", limit=10)
+    assert len(small) == 10 and set(small.labels) == {0, 1}
