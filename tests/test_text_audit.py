@@ -17,6 +17,7 @@ from advcal.cli import main
 from advcal.errors import ConfigError
 from advcal.text.audit import audit_text
 from advcal.text.data import TextDataset
+from advcal.text.illusion import check_text_illusion
 from advcal.text.loading import is_text_audit, load_text_data
 from advcal.text.models import TextClassifier, tiny_text_classifier
 
@@ -38,6 +39,10 @@ def corpus() -> TextDataset:
 
 @pytest.fixture(scope="module")
 def classifier() -> TextClassifier:
+    return fitted_tiny_classifier()
+
+
+def fitted_tiny_classifier() -> TextClassifier:
     """The tiny BERT fitted to the corpus: a model with real margins for the attacks to erode."""
     data = corpus()
     model = tiny_text_classifier(data.texts + POSITIVE + NEGATIVE, num_classes=2, seed=0,
@@ -139,3 +144,48 @@ def test_text_specs_and_splits(tmp_path):
     assert not set(parts["train"].index) & set(parts["test"].index)
     small = load_text_data(f"jsonl:{path}", split="all", limit=10)
     assert len(small) == 10 and set(small.labels) == {0, 1}
+
+
+class BagOfWords(torch.nn.Module):
+    """A fast text classifier: logits ±(sum of word weights), divided by ``temperature``."""
+
+    def __init__(self, temperature: float = 1.0) -> None:
+        super().__init__()
+        self.weights = {**dict.fromkeys(POSITIVE, 1.0), **dict.fromkeys(NEGATIVE, -1.0)}
+        self.temperature = temperature
+
+    def forward(self, texts: list[str]) -> torch.Tensor:
+        score = torch.tensor([sum(self.weights.get(w, 0.0) for w in t.split()) for t in texts])
+        return torch.stack([-score, score], 1) / self.temperature
+
+
+def noisy_reviews(offset: int) -> TextDataset:
+    """Reviews with three words of one polarity, so that flipping one takes three edits (which an
+    attacker that reads saturated scores cannot find one by one); labels 10% noisy, so that the
+    NLL has a finite optimal temperature."""
+    rng = np.random.default_rng(offset)
+    texts, labels = [], []
+    for _ in range(40):
+        polarity = int(rng.integers(2))
+        words = rng.choice(POSITIVE if polarity else NEGATIVE, 3)
+        texts.append("the film was {} , the cast {} and the music {}".format(*words))
+        labels.append(polarity if rng.uniform() > 0.1 else 1 - polarity)
+    return TextDataset(texts, np.array(labels), ["negative", "positive"], name=f"noisy-{offset}")
+
+
+def test_the_illusion_check_pierces_an_over_confident_text_classifier():
+    """Served at T = 0.001 the float32 probabilities are 0 and 1: the served attack starves, the
+    logit-reading and calibrated attacks do not; served at T = 1 nothing is an illusion."""
+    test, calibration = noisy_reviews(1), noisy_reviews(2)
+    cold = check_text_illusion(BagOfWords(1e-3), test, calibration, 0.5, "char", {"query_budget": 40})
+    assert cold.verdict == "illusion", cold.reasons
+    assert cold.checks["saturation"]["saturated_share"] > 0.5
+    assert cold.checks["cal"]["temperature"] > 100  # the NLL fit undoes most of the 1/1000
+    for check in ("logit", "cal"):
+        assert cold.checks[check]["adv_accuracy"] <= cold.served_adv_accuracy - 0.05
+    illusion_schema = report_schema()["$defs"]["model"]["properties"]["illusion"]
+    jsonschema.validate(json.loads(json.dumps(cold.to_dict())), illusion_schema)
+    honest = check_text_illusion(BagOfWords(), test, calibration, 0.5, "char", {"query_budget": 40})
+    assert honest.verdict == "genuine", honest.reasons
+    assert honest.checks["saturation"]["saturated_share"] == 0
+    assert honest.served_adv_accuracy == pytest.approx(cold.checks["logit"]["adv_accuracy"])

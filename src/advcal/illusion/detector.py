@@ -186,8 +186,8 @@ def check_illusion(
     checks["sanity"] = _sanity(runner, test, eps, steps, seed, served)
     checks["gradients"] = runner.gradient_evidence(test, eps)
 
-    verdict, reasons = _verdict(checks)
-    settled = verdict == "illusion" or (verdict == "genuine" and not _doubts(checks))
+    verdict, reasons = illusion_verdict(checks)
+    settled = verdict == "illusion" or (verdict == "genuine" and not illusion_doubts(checks))
     if full or not settled:
         sweep = [(t, runner.accuracy(pgd(loss_temperature=t), test), _mean_confidence(clean, t))
                  for t in temperatures]
@@ -202,7 +202,7 @@ def check_illusion(
                          "agrees_with_grid": abs(opt_accuracy - best_accuracy) <= SANITY_TOLERANCE}
         checks["square"] = {"adv_accuracy": runner.accuracy(
             Square(eps=eps, queries=square_queries, seed=seed), test), "queries": square_queries}
-        verdict, reasons = _verdict(checks)
+        verdict, reasons = illusion_verdict(checks)
     attacked = {name: float(c["adv_accuracy"]) for name, c in checks.items() if "adv_accuracy" in c}
     best_check = min(attacked, key=lambda name: (attacked[name], name != "served"))
     one_run_passes = one_run["forward"] + 2 * one_run["backward"]
@@ -248,37 +248,41 @@ def _sanity(runner: _Runner, test: DataSource, eps: float, steps: int, seed: int
     }
 
 
-def _doubts(checks: dict[str, dict[str, object]]) -> list[str]:
-    """What the sanity and gradient checks found wrong, in plain words."""
-    sanity, gradients = checks["sanity"], checks["gradients"]
+def illusion_doubts(checks: dict[str, dict[str, object]]) -> list[str]:
+    """What the sanity, gradient (images) and saturation (text) checks found wrong, in plain words."""
+    sanity = checks["sanity"]
     out = []
-    if sanity["fgsm_beats_pgd"]:
+    if sanity.get("fgsm_beats_pgd"):
         out.append(f"one-step FGSM ({sanity['fgsm_adv_accuracy']:.3f}) beats 20-step PGD "
                    f"({checks['served']['adv_accuracy']:.3f}): PGD's iterations are misled")
     if sanity["not_monotone_in_eps"]:
-        out.append("adversarial accuracy does not fall as ε grows")
-    if sanity["large_eps_not_near_zero"]:
+        out.append("adversarial accuracy does not fall as the budget grows")
+    if sanity.get("large_eps_not_near_zero"):
         out.append(f"at ε = {sanity['large_eps']:g} adversarial accuracy is still "
                    f"{sanity['large_eps_adv_accuracy']:.3f}, not near zero: the attack is blocked")
-    share = gradients["vanishing_gradient_share"]
-    if share > VANISHING_SHARE:
+    if "gradients" in checks and checks["gradients"]["vanishing_gradient_share"] > VANISHING_SHARE:
+        share = checks["gradients"]["vanishing_gradient_share"]
         out.append(f"{share:.0%} of samples have a vanishing input gradient under the served model")
+    if "saturation" in checks and checks["saturation"]["saturated_share"] > VANISHING_SHARE:
+        share = checks["saturation"]["saturated_share"]
+        out.append(f"{share:.0%} of samples have float32 probabilities saturated at 0 and 1 under the "
+                   "served model: a score-based attack reading them gets no signal")
     square = checks.get("square", {}).get("adv_accuracy")
     if square is not None and square < checks["served"]["adv_accuracy"] - SANITY_TOLERANCE:
         out.append(f"black-box Square ({checks['square']['adv_accuracy']:.3f}) beats white-box PGD")
     return out
 
 
-def _verdict(checks: dict[str, dict[str, object]]) -> tuple[str, list[str]]:
+def illusion_verdict(checks: dict[str, dict[str, object]]) -> tuple[str, list[str]]:
     served = float(checks["served"]["adv_accuracy"])
     others = {name: float(c["adv_accuracy"]) for name, c in checks.items()
               if "adv_accuracy" in c and name != "served"}
     best = min(others, key=others.get)
     gap = served - others[best]
-    doubts = _doubts(checks)
+    doubts = illusion_doubts(checks)
     if gap >= ILLUSION_GAP:
-        reasons = [f"the served model's PGD accuracy {served:.3f} falls to {others[best]:.3f} under the "
-                   f"'{best}' check: {gap:.3f} of its robustness is an artefact of how the attack "
+        reasons = [f"the served model's adversarial accuracy {served:.3f} falls to {others[best]:.3f} under "
+                   f"the '{best}' check: {gap:.3f} of its robustness is an artefact of how the attack "
                    "meets its confidence, not resistance", *doubts]
         return "illusion", reasons
     if gap >= SUSPECT_GAP or doubts:
