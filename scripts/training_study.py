@@ -42,6 +42,7 @@ SGD_LR = 0.05
 ARCHITECTURES = {"digits": DigitsCNN, "fashion-mnist": FashionCNN}
 # Set from the command line: the data, the training subset and the evaluation attack's steps.
 DATA, TRAIN_LIMIT, EVAL_STEPS = "digits", None, 20
+RECIPES = ["standard", "pgd-at", "trades", "fgsm-rs"]
 
 
 def fit(recipe: Recipe, epochs: int, optimizer: str = "adam", lr: float = 3e-3) -> torch.nn.Module:
@@ -70,7 +71,7 @@ def recipes_table(epochs: int) -> list[str]:
     lines = ["| recipe | BN freeze | pre-head T | clean acc | clean ECE | "
              f"PGD-{EVAL_STEPS} acc | PGD-{EVAL_STEPS} ECE |",
              "| --- | --- | --- | ---: | ---: | ---: | ---: |"]
-    for name in ("standard", "pgd-at", "trades", "fgsm-rs"):
+    for name in RECIPES:
         for freeze in (0.0, 0.2):
             for head in (False, True):
                 model = fit(Recipe(name, eps=EPS, steps=TRAIN_STEPS, freeze_bn_last=freeze,
@@ -129,19 +130,23 @@ def gradnorm_table(epochs: int) -> list[str]:
 
 
 def main() -> None:
-    global DATA, TRAIN_LIMIT, EVAL_STEPS
+    global DATA, TRAIN_LIMIT, EVAL_STEPS, RECIPES
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", choices=sorted(ARCHITECTURES), default="digits")
     parser.add_argument("--train-limit", type=int, default=None, help="train on this many images")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--eval-steps", type=int, default=20,
                         help="steps of the PGD the recipes are scored by")
+    parser.add_argument("--recipes", default=",".join(RECIPES),
+                        help="recipes of the recipes table (comma-separated; several processes can "
+                             "share the table's rows)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--out", type=Path, default=Path("docs/training.md"))
     parser.add_argument("--parts", default="recipes,temperature,gradnorm",
                         help="which tables to remake (comma-separated)")
     args = parser.parse_args()
     DATA, TRAIN_LIMIT, EVAL_STEPS = args.data, args.train_limit, args.eval_steps
+    RECIPES = args.recipes.split(",")
     if args.threads:
         torch.set_num_threads(args.threads)
     parts = args.parts.split(",")

@@ -189,3 +189,18 @@ def test_the_illusion_check_pierces_an_over_confident_text_classifier():
     assert honest.verdict == "genuine", honest.reasons
     assert honest.checks["saturation"]["saturated_share"] == 0
     assert honest.served_adv_accuracy == pytest.approx(cold.checks["logit"]["adv_accuracy"])
+
+
+def test_advcal_illusion_checks_a_text_classifier(classifier, tmp_path, capsys):
+    folder = classifier.save_pretrained(tmp_path / "model")
+    path = tmp_path / "reviews.jsonl"
+    path.write_text("".join(json.dumps({"text": t, "label": int(y)}) + "\n"
+                            for t, y in zip(corpus().texts, corpus().labels, strict=True)))
+    with pytest.raises(SystemExit) as done:
+        main(["illusion", "--model", f"hf:{folder}", "--data", f"jsonl:{path}", "--limit", "16",
+              "--eps", "0.3", "--attack", "char", "--queries", "20", "--json", str(tmp_path / "found.json")])
+    out = capsys.readouterr().out
+    assert done.value.code == 0 and "saturated scores" in out
+    found = json.loads((tmp_path / "found.json").read_text())
+    assert found["verdict"] in ("genuine", "suspect", "illusion") and found["settings"]["budget"] == 0.3
+    assert set(found["checks"]) >= {"served", "logit", "cal", "sanity", "saturation"}

@@ -267,9 +267,17 @@ def illusion(
     seed: Annotated[int, typer.Option(help="Seed of every attack's per-sample randomness.")] = 0,
     batch_size: Annotated[int, typer.Option(help="Samples per pass.")] = 256,
     full: Annotated[bool, typer.Option(help="Run every check, even when the cheap ones settle it.")] = False,
+    attack: Annotated[str, typer.Option(help="Text models: the score-based attack, word or char.")] = "word",
+    queries: Annotated[int, typer.Option(help="Text models: queries per text.")] = 2000,
+    text_column: Annotated[str, typer.Option(help="Text data: the column holding the texts.")] = "text",
+    label_column: Annotated[str, typer.Option(help="Text data: the column holding the labels.")] = "label",
     json_path: Annotated[Path | None, typer.Option("--json", help="Also write the findings as JSON.")] = None,
 ) -> None:
-    """Is the model's robustness genuine, or an illusion made by miscalibration?"""
+    """Is the model's robustness genuine, or an illusion made by miscalibration?
+
+    Text classifiers (--model hf:DIR or tweets-minilm, --data csv:/jsonl:/tweets) are checked with
+    the score-based word or char attack; --eps is then the largest fraction of words changed.
+    """
     from advcal.atomic import write_json_atomic
     from advcal.audit.pipeline import default_epsilons
     from advcal.checks import parse_numbers
@@ -277,16 +285,31 @@ def illusion(
     from advcal.data import load_data
     from advcal.errors import InputError
     from advcal.illusion import check_illusion
+    from advcal.text.loading import is_text_audit
 
-    (spec, net), = _load_models([model], [weights] if weights else None, normalize).items()
-    test = load_data(data, split=split, limit=limit)
-    calibration = load_data(data, split=calibration_split, limit=limit)
-    values = parse_numbers(eps, "eps") if eps else [sorted(default_epsilons(test))[1]]
-    if len(values) != 1:
+    values = parse_numbers(eps, "eps") if eps else None
+    if values is not None and len(values) != 1:
         raise InputError(f"eps: expected one budget, got {len(values)} ({eps})")
-    with err_console.status(f"Checking {spec} for an illusion of robustness…"):
-        found = check_illusion(net, test, calibration, values[0], steps=steps, seed=seed,
-                               batch_size=batch_size, full=full)
+    if is_text_audit([model], data):
+        from advcal.text.illusion import check_text_illusion
+        from advcal.text.loading import load_text_data, load_text_model
+
+        net = load_text_model(model)
+        columns = {"text_column": text_column, "label_column": label_column}
+        test = load_text_data(data, split=split, limit=limit, **columns)
+        calibration = load_text_data(data, split=calibration_split, limit=limit, **columns)
+        with err_console.status(f"Checking {model} for an illusion of robustness…"):
+            found = check_text_illusion(net, test, calibration, values[0] if values else 0.2, attack,
+                                        {"query_budget": queries}, seed=seed, full=full)
+        spec = model
+    else:
+        (spec, net), = _load_models([model], [weights] if weights else None, normalize).items()
+        test = load_data(data, split=split, limit=limit)
+        calibration = load_data(data, split=calibration_split, limit=limit)
+        budget = values[0] if values else sorted(default_epsilons(test))[1]
+        with err_console.status(f"Checking {spec} for an illusion of robustness…"):
+            found = check_illusion(net, test, calibration, budget, steps=steps, seed=seed,
+                                   batch_size=batch_size, full=full)
     console.print(illusion_table(found, spec))
     if json_path is not None:
         write_json_atomic(json_path, {"model": spec, **found.to_dict()})

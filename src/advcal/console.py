@@ -105,7 +105,8 @@ def adversarial_set_table(stored: AdversarialSet) -> Table:
 
 def illusion_table(found: IllusionReport, model: str) -> Table:
     """Every check's adversarial accuracy, the verdict and its reasons."""
-    table = Table(title=f"Illusion of robustness? {model} at ε = {found.settings['eps']:g}",
+    budget = found.settings.get("eps", found.settings.get("budget"))
+    table = Table(title=f"Illusion of robustness? {model} at ε = {budget:g}",
                   caption=f"verdict: {found.verdict.upper()} — " + "; ".join(found.reasons))
     table.add_column("check")
     table.add_column("adversarial accuracy", justify="right")
@@ -116,12 +117,18 @@ def illusion_table(found: IllusionReport, model: str) -> Table:
         detail = f"T = {check['temperature']:.3g}" if "temperature" in check else str(check.get("attack", ""))
         marker = " ← best" if name == found.best_check else ""
         table.add_row(name + marker, f"{check['adv_accuracy']:.3f}", detail)
-    sanity, gradients = found.checks["sanity"], found.checks["gradients"]
-    table.add_row("fgsm", f"{sanity['fgsm_adv_accuracy']:.3f}", "sanity: must not beat PGD")
-    table.add_row(f"pgd at ε = {sanity['large_eps']:g}", f"{sanity['large_eps_adv_accuracy']:.3f}",
-                  "sanity: must be near 0")
-    table.add_row("vanishing gradients", f"{gradients['vanishing_gradient_share']:.3f}",
-                  f"exactly zero: {gradients['zero_gradient_share']:.3f}")
+    sanity = found.checks["sanity"]
+    if "gradients" in found.checks:  # images
+        gradients = found.checks["gradients"]
+        table.add_row("fgsm", f"{sanity['fgsm_adv_accuracy']:.3f}", "sanity: must not beat PGD")
+        table.add_row(f"pgd at ε = {sanity['large_eps']:g}", f"{sanity['large_eps_adv_accuracy']:.3f}",
+                      "sanity: must be near 0")
+        table.add_row("vanishing gradients", f"{gradients['vanishing_gradient_share']:.3f}",
+                      f"exactly zero: {gradients['zero_gradient_share']:.3f}")
+    else:  # text
+        table.add_row("half budget", f"{sanity['half_budget_adv_accuracy']:.3f}", "sanity: must not be lower")
+        table.add_row("saturated scores", f"{found.checks['saturation']['saturated_share']:.3f}",
+                      "share of texts with float32 probabilities at 0 and 1")
     return table
 
 
