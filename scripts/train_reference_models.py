@@ -9,7 +9,7 @@
   ε = 0.1, 5 steps, ε ramped up over the first 20%): Adam with a cosine schedule on the 55,000
   images of the ``fashion-mnist`` training split, through :func:`advcal.training.train`, which
   also tracks calibration every epoch (the log goes into the model's JSON record). Needs
-  Debian's ``dataset-fashion-mnist``; about 10 and 35 minutes on one CPU core.
+  Debian's ``dataset-fashion-mnist``; about 15 and 60 minutes on one CPU core.
 
 Each model is written to ``src/advcal/models/weights/<name>.safetensors`` with ``<name>.json``:
 the recipe, seed, versions, accuracy on the whole test split clean and under PGD-20 at the

