@@ -157,7 +157,6 @@ def audit(
 
     from advcal.audit import audit as run_audit
     from advcal.checks import parse_numbers
-    from advcal.console import audit_table, flags_table
     from advcal.data import AdversarialSet, load_data
     from advcal.distributed import joined
     from advcal.errors import ConfigError
@@ -186,14 +185,8 @@ def audit(
                 batch_size=batch_size, profile=profile, device=device, illusion=illusion, fixes=fixes,
                 progress=lambda name, done, total: bar.update(tasks[name], completed=done, total=total),
             )
-        if not lead:
-            return
-        console.print(audit_table(result))
-        if any(entry.flags for entry in result.models):
-            console.print(flags_table(result))
-        with err_console.status("Drawing the report…"):
-            paths = result.save(out)
-        console.print(f"Wrote {paths['html']}, {paths['json']} and {paths['samples']}")
+        if lead:
+            _show_and_save(result, out)
 
 
 @app.command("attack")
@@ -470,7 +463,6 @@ def _audit_text(models: list[str], data: str, split: str, limit: int | None, tex
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from advcal.checks import parse_numbers
-    from advcal.console import audit_table, flags_table
     from advcal.text.audit import audit_text
     from advcal.text.loading import load_text_data, load_text_model
 
@@ -485,6 +477,13 @@ def _audit_text(models: list[str], data: str, split: str, limit: int | None, tex
                             n_bins=bins, bootstrap=bootstrap, seed=seed, profile=profile, split=split,
                             progress=lambda name, done, total: bar.update(tasks[name], completed=done,
                                                                           total=total))
+    _show_and_save(result, out)
+
+
+def _show_and_save(result, out: Path) -> None:  # result: advcal.audit.AuditResult
+    """The audit's tables in the terminal, then its files (report.html, report.json, ...) in ``out``."""
+    from advcal.console import audit_table, flags_table
+
     console.print(audit_table(result))
     if any(entry.flags for entry in result.models):
         console.print(flags_table(result))

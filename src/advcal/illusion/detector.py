@@ -203,13 +203,12 @@ def check_illusion(
         checks["square"] = {"adv_accuracy": runner.accuracy(
             Square(eps=eps, queries=square_queries, seed=seed), test), "queries": square_queries}
         verdict, reasons = illusion_verdict(checks)
-    attacked = {name: float(c["adv_accuracy"]) for name, c in checks.items() if "adv_accuracy" in c}
-    best_check = min(attacked, key=lambda name: (attacked[name], name != "served"))
+    best_check, best_accuracy = lowest_check(checks)
     one_run_passes = one_run["forward"] + 2 * one_run["backward"]
     return IllusionReport(
         verdict=verdict,
         served_adv_accuracy=served,
-        best_adv_accuracy=attacked[best_check],
+        best_adv_accuracy=best_accuracy,
         best_check=best_check,
         reasons=reasons,
         checks=checks,
@@ -226,6 +225,13 @@ def check_illusion(
                   "n_samples": len(test)}, "calibration": {"spec": calibration.name,
                   "split": calibration.split, "n_samples": len(calibration)}},
     )
+
+
+def lowest_check(checks: dict[str, dict[str, object]]) -> tuple[str, float]:
+    """The check with the lowest adversarial accuracy (``served`` on ties) and that accuracy."""
+    attacked = {name: float(c["adv_accuracy"]) for name, c in checks.items() if "adv_accuracy" in c}
+    best = min(attacked, key=lambda name: (attacked[name], name != "served"))
+    return best, attacked[best]
 
 
 def _mean_confidence(logits: torch.Tensor, temperature: float) -> float:

@@ -30,7 +30,13 @@ import torch
 import advcal
 from advcal.calibration import fit_temperature
 from advcal.checks import check_choice, check_int
-from advcal.illusion.detector import SANITY_TOLERANCE, IllusionReport, illusion_doubts, illusion_verdict
+from advcal.illusion.detector import (
+    SANITY_TOLERANCE,
+    IllusionReport,
+    illusion_doubts,
+    illusion_verdict,
+    lowest_check,
+)
 from advcal.illusion.search import log_grid, optimise_temperature
 from advcal.models import check_logits, frozen
 from advcal.text.audit import BUDGET, TEXT_ATTACKS
@@ -138,12 +144,11 @@ def check_text_illusion(
         checks["opt"] = {"adv_accuracy": run(test, loss_temperature=search.temperature),
                          "temperature": search.temperature, "search": search.to_dict()}
         verdict, reasons = illusion_verdict(checks)
-    attacked = {name: float(c["adv_accuracy"]) for name, c in checks.items() if "adv_accuracy" in c}
-    best_check = min(attacked, key=lambda name: (attacked[name], name != "served"))
+    best_check, best_accuracy = lowest_check(checks)
     return IllusionReport(
         verdict=verdict,
         served_adv_accuracy=served,
-        best_adv_accuracy=attacked[best_check],
+        best_adv_accuracy=best_accuracy,
         best_check=best_check,
         reasons=reasons,
         checks=checks,
