@@ -61,6 +61,7 @@ def test_sgd_training_with_gradnorm_takes_unit_norm_steps(small, tmp_path):
 
 def test_the_cosine_schedule_warms_up_linearly_then_decays_to_zero(small, tmp_path):
     assert [learning_rate(s, 10, 1.0, "constant", 4) for s in (0, 3, 4, 9)] == [0.25, 1.0, 1.0, 1.0]
+    assert learning_rate(4, 10, 1.0, "constant", 4.5) == 1.0  # a fractional warm-up never overshoots
     assert [learning_rate(s, 10, 1.0, "cosine", 0) for s in (0, 5)] == [1.0, pytest.approx(0.5)]
     assert learning_rate(9.999, 10, 1.0, "cosine", 0) == pytest.approx(0.0, abs=1e-6)
     train_data, validation = small  # 240 samples, batch 80: 3 steps per epoch, 12 in all

@@ -157,8 +157,8 @@ def learning_rate(step: float, total: float, lr: float, schedule: str, warmup: f
     decays as ``lr · (1 + cos(π · progress)) / 2`` over the remaining steps. A pure function of
     the step, so a resumed run sets exactly the rates an uninterrupted one did.
     """
-    if step < warmup:
-        return lr * (step + 1) / warmup
+    if step < warmup:  # (a fractional warm-up's last step would overshoot lr without the min)
+        return lr * min(1.0, (step + 1) / warmup)
     if schedule == "constant":
         return lr
     progress = (step - warmup) / max(total - warmup, 1.0)
@@ -268,7 +268,9 @@ def _restore(folder: Path, model: nn.Module, optimiser: torch.optim.Optimizer,
              settings: dict[str, object]) -> tuple[int, list[dict[str, float]]]:
     state = json.loads((folder / STATE).read_text("utf-8"))
     resumable = ("recipe", "epochs", "optimizer", "lr", "schedule", "warmup_epochs")
-    if any(state["settings"].get(key) != settings[key] for key in resumable):
+    # Runs checkpointed before schedules existed ran at a constant rate without warm-up.
+    saved = {"schedule": "constant", "warmup_epochs": 0.0, **state["settings"]}
+    if any(saved.get(key) != settings[key] for key in resumable):
         raise ConfigError(f"out: {folder} holds a run with another recipe or schedule; it cannot be resumed "
                           "with these options")
     tensors = load_safetensors((folder / CHECKPOINT).read_bytes())
