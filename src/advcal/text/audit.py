@@ -67,6 +67,10 @@ def audit_text(
         batch_size: texts per batch (per forward pass of the clean texts).
         examples: how many successful adversarial texts per model to keep for the report.
         split: which part of the source ``data`` is, for the record.
+
+    Under torchrun each rank audits whole batches and the statistics are gathered exactly, as in
+    the image audit; ``examples`` and ``cost["queries"]`` are each rank's own (not gathered yet,
+    and ``advcal audit`` runs text audits in one process).
     """
     if isinstance(models, TextClassifier):
         models = {"text-classifier": models}
