@@ -465,26 +465,14 @@ class CharacterAttack(TextAttack):
 
     Args:
         candidates_per_word: edits tried per word.
-        (the rest as :class:`TextAttack`.)
+        **common: ``query_budget``, ``max_change_fraction``, ``seed``, ``loss_temperature``,
+            ``batch_size``, ``scores`` (see :class:`TextAttack`).
     """
 
     name: ClassVar[str] = "deepwordbug"
 
-    def __init__(
-        self,
-        *,
-        query_budget: int = 500,
-        max_change_fraction: float = 0.25,
-        seed: int = 0,
-        loss_temperature: float = 1.0,
-        batch_size: int = 64,
-        scores: str = "probability",
-        candidates_per_word: int = 4,
-    ) -> None:
-        super().__init__(
-            query_budget=query_budget, max_change_fraction=max_change_fraction, seed=seed,
-            loss_temperature=loss_temperature, batch_size=batch_size, scores=scores,
-        )
+    def __init__(self, *, candidates_per_word: int = 4, **common: object) -> None:
+        super().__init__(**common)
         self.candidates_per_word = check_int(candidates_per_word, "candidates_per_word", 1)
 
     def _extra_params(self) -> dict[str, object]:
@@ -527,26 +515,14 @@ class WordSubstitutionAttack(TextAttack):
 
     Args:
         synonyms: where candidates come from (default :class:`WordNetSynonyms`).
-        (the rest as :class:`TextAttack`.)
+        **common: ``query_budget``, ``max_change_fraction``, ``seed``, ``loss_temperature``,
+            ``batch_size``, ``scores`` (see :class:`TextAttack`).
     """
 
     name: ClassVar[str] = "pwws"
 
-    def __init__(
-        self,
-        *,
-        query_budget: int = 500,
-        max_change_fraction: float = 0.25,
-        seed: int = 0,
-        loss_temperature: float = 1.0,
-        batch_size: int = 64,
-        scores: str = "probability",
-        synonyms: SynonymSource | None = None,
-    ) -> None:
-        super().__init__(
-            query_budget=query_budget, max_change_fraction=max_change_fraction, seed=seed,
-            loss_temperature=loss_temperature, batch_size=batch_size, scores=scores,
-        )
+    def __init__(self, *, synonyms: SynonymSource | None = None, **common: object) -> None:
+        super().__init__(**common)
         if synonyms is not None and not callable(getattr(synonyms, "candidates", None)):
             raise InputError(f"synonyms: expected a SynonymSource, got {type(synonyms).__name__}")
         self.synonyms = synonyms if synonyms is not None else WordNetSynonyms()
