@@ -141,7 +141,7 @@ def audit(
     from advcal.text.loading import is_text_audit
 
     if is_text_audit(model or [], data):
-        unsupported = {"--weights": weights, "--normalize": normalize, "--adv-set": adv_set,
+        unsupported = {"--normalize": normalize, "--adv-set": adv_set,
                        "--illusion": illusion, "--fixes": fixes, "--calibrator": calibrator,
                        "--ensemble": ensemble}
         given = [flag for flag, value in unsupported.items() if value]
@@ -150,8 +150,8 @@ def audit(
 
             raise ConfigError(f"{', '.join(given)}: not available for text audits yet")
         text_attack = "word" if attack == "pgd" else attack  # pgd, the image default, means "the default"
-        _audit_text(model or [], data or "", split, limit, text_column, label_column, eps, text_attack,
-                    queries, steps, bins, seed, bootstrap, profile, out)
+        _audit_text(model or [], weights, data or "", split, limit, text_column, label_column, eps,
+                    text_attack, queries, steps, bins, seed, bootstrap, profile, out)
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
@@ -371,7 +371,8 @@ def _names(text: str) -> list[str]:
 def train_command(
     recipe: Annotated[str, typer.Option(help="standard, pgd-at, trades or fgsm-rs.")] = "standard",
     model: Annotated[str, typer.Option(
-        help="Architecture: a built-in name (fresh weights) or package.module:factory / file.py:factory."
+        help="Architecture: a built-in name (fresh weights) or package.module:factory / file.py:factory; "
+             "a text classifier to fine-tune: hf:DIR or tweets-minilm."
     )] = "digits-cnn",
     data: Annotated[str, typer.Option(help=DATA_HELP)] = "digits",
     split: Annotated[str, typer.Option(help="Training split.")] = "train",
@@ -392,13 +393,22 @@ def train_command(
     pre_head_temperature: Annotated[bool, typer.Option(
         help="A learnable temperature before the classification head.")] = False,
     eps_warmup: Annotated[float, typer.Option(help="Ramp ε up linearly over this first fraction.")] = 0.0,
+    head_only: Annotated[bool, typer.Option(
+        help="Train only the last linear layer (a probe on a frozen encoder).")] = False,
+    text_column: Annotated[str, typer.Option(help="Text data: the column holding the texts.")] = "text",
+    label_column: Annotated[str, typer.Option(help="Text data: the column holding the labels.")] = "label",
     seed: Annotated[int, typer.Option(help="Seed of initialisation, shuffling and attacks.")] = 0,
     frozen_from: Annotated[str | None, typer.Option(
         help="Model spec the frozen validation set is crafted against (default: the untrained one).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint.")] = False,
     out: Annotated[Path, typer.Option(help="The run's folder.")] = Path("advcal-train"),
 ) -> None:
-    """Train with a recipe, tracking calibration (clean, fresh attack, frozen set) every epoch."""
+    """Train with a recipe, tracking calibration (clean, fresh attack, frozen set) every epoch.
+
+    Text classifiers (--model hf:DIR or tweets-minilm, --data csv:PATH / jsonl:PATH / tweets) are
+    fine-tuned from their weights; their adversarial recipes perturb the input embeddings, with
+    --eps an L2 radius per token in embedding units.
+    """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
     from safetensors.torch import save_file
 
@@ -407,6 +417,8 @@ def train_command(
     from advcal.data import load_data
     from advcal.errors import InputError
     from advcal.models import load_model, new_model
+    from advcal.models.state import unique_state_dict
+    from advcal.text.loading import is_text_audit, load_text_data, load_text_model
     from advcal.training import Recipe, train
 
     budgets = parse_numbers(eps, "eps")
@@ -414,13 +426,22 @@ def train_command(
         raise InputError(f"eps: expected one training budget, got {len(budgets)} ({eps})")
     plan = Recipe(recipe, eps=budgets[0], steps=steps, trades_beta=trades_beta,
                   train_temperature=train_temperature, gradnorm=gradnorm, freeze_bn_last=freeze_bn_last,
-                  pre_head_temperature=pre_head_temperature, eps_warmup=eps_warmup, seed=seed)
-    with torch.random.fork_rng():  # the initial weights come from the seed alone
-        torch.manual_seed(seed)
-        net = new_model(model)
-    train_data = load_data(data, split=split)
-    validation = load_data(data, split=val_split, limit=val_limit)
-    reference = load_model(frozen_from) if frozen_from else None
+                  pre_head_temperature=pre_head_temperature, eps_warmup=eps_warmup, head_only=head_only,
+                  seed=seed)
+    text = is_text_audit([model], data)
+    if text:
+        columns = {"text_column": text_column, "label_column": label_column}
+        net = load_text_model(model)
+        train_data = load_text_data(data, split=split, **columns)
+        validation = load_text_data(data, split=val_split, limit=val_limit, **columns)
+        reference = load_text_model(frozen_from) if frozen_from else None
+    else:
+        with torch.random.fork_rng():  # the initial weights come from the seed alone
+            torch.manual_seed(seed)
+            net = new_model(model)
+        train_data = load_data(data, split=split)
+        validation = load_data(data, split=val_split, limit=val_limit)
+        reference = load_model(frozen_from) if frozen_from else None
     with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=err_console, transient=True) as bar:
         task = bar.add_task(f"training {model} ({recipe})", total=epochs)
@@ -428,9 +449,14 @@ def train_command(
                     optimizer=optimizer, schedule=schedule, warmup_epochs=warmup_epochs,
                     frozen_from=reference, resume=resume,
                     on_epoch=lambda row: bar.update(task, completed=row["epoch"] + 1))
-    save_file({k: v.contiguous() for k, v in run.model.state_dict().items()}, str(out / "model.safetensors"))
     console.print(training_table(run.log, f"{model}, {recipe}"))
-    console.print(f"Wrote {out}/model.safetensors, log.csv and checkpoints")
+    if text and model.startswith("hf:"):  # a Hugging Face folder in, a Hugging Face folder out
+        run.model.save_pretrained(out / "model")
+        console.print(f"Wrote {out}/model (audit it with --model hf:{out}/model), log.csv and checkpoints")
+        return
+    save_file(unique_state_dict(run.model), str(out / "model.safetensors"))
+    console.print(f"Wrote {out}/model.safetensors (audit it with --model {model} --weights "
+                  f"{out}/model.safetensors), log.csv and checkpoints")
 
 
 @app.command()
@@ -456,17 +482,21 @@ SPLIT_HELP = "Split: train, calibration, test, or all (a whole npz or folder)."
 EPS_HELP = "ε sweep in input units, fractions allowed: 2/255,4/255,8/255."
 
 
-def _audit_text(models: list[str], data: str, split: str, limit: int | None, text_column: str,
-                label_column: str, eps: str | None, attack: str, queries: int, steps: int | None, bins: int,
-                seed: int, bootstrap: int, profile: str, out: Path) -> None:
+def _audit_text(models: list[str], weights: list[Path] | None, data: str, split: str, limit: int | None,
+                text_column: str, label_column: str, eps: str | None, attack: str, queries: int,
+                steps: int | None, bins: int, seed: int, bootstrap: int, profile: str, out: Path) -> None:
     """``advcal audit`` for text classifiers: load them and the texts, audit, report."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from advcal.checks import parse_numbers
+    from advcal.errors import InputError
     from advcal.text.audit import audit_text
     from advcal.text.loading import load_text_data, load_text_model
 
-    classifiers = {spec: load_text_model(spec) for spec in models}
+    if weights and len(weights) != len(models):
+        raise InputError(f"weights: give one --weights per --model ({len(models)}), got {len(weights)}")
+    classifiers = {spec: load_text_model(spec, weights=weights[i] if weights else None)
+                   for i, spec in enumerate(models)}
     texts = load_text_data(data, split=split, limit=limit, text_column=text_column, label_column=label_column)
     params: dict[str, object] = ({"steps": steps} if steps else {}) if attack == "embedding-pgd" else {
         "query_budget": queries}

@@ -18,6 +18,7 @@ from torch import nn
 
 from advcal.errors import ConfigError, InputError
 from advcal.models.reference import DigitsCNN, FashionCNN
+from advcal.models.state import load_state
 from advcal.models.wrappers import Normalized, TemperatureScaled
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -123,7 +124,8 @@ def _from_factory(spec: str) -> nn.Module:
 
 
 def load_weights(model: nn.Module, path: str | Path) -> None:
-    """Load a state dict from ``path`` into ``model`` (strict: every key must match)."""
+    """Load a state dict from ``path`` into ``model`` (strict: every key must match, tied
+    weights may be stored once: :func:`~advcal.models.state.load_state`)."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"weights: {path} does not exist")
@@ -141,7 +143,7 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
     if not isinstance(state, dict):
         raise InputError(f"weights: {path} holds a {type(state).__name__}, expected a state dict")
     try:
-        model.load_state_dict(state, strict=True)
+        load_state(model, state)
     except RuntimeError as error:
         first = str(error).splitlines()[0]
         raise InputError(f"weights: {path.name} does not fit the model: {first}") from None

@@ -34,18 +34,29 @@ def is_text_audit(model_specs: list[str], data_spec: str | None) -> bool:
     return bool(text_models) or text_data
 
 
-def load_text_model(spec: str, max_length: int = 128):  # -> TextClassifier (lazy import)
+def load_text_model(spec: str, max_length: int = 128, weights: str | None = None):  # -> TextClassifier
     """The text classifier named by ``spec``: ``hf:DIR`` (a local Hugging Face sequence
-    classifier) or a built-in name (``tweets-minilm`` and its ``-cold`` / ``-hot`` variants)."""
+    classifier) or a built-in name (``tweets-minilm`` and its ``-cold`` / ``-hot`` variants).
+
+    ``weights`` replaces a built-in model's whole state (a safetensors file or a ``.pt`` state
+    dict, as ``advcal train`` writes after fine-tuning it); an ``hf:`` folder carries its own.
+    """
+    from advcal.models.loading import load_weights
     from advcal.text.models import from_hf
     from advcal.text.reference import BUILTIN_TEXT_MODELS, tweets_minilm
 
     if spec in BUILTIN_TEXT_MODELS:
-        return tweets_minilm(temperature=BUILTIN_TEXT_MODELS[spec])
+        model = tweets_minilm(temperature=BUILTIN_TEXT_MODELS[spec])
+        if weights is not None:
+            load_weights(model, weights)
+        return model
     kind, sep, path = spec.partition(":")
     if kind != "hf" or not sep or not path:
         raise ConfigError(f"model: expected hf:DIR (a local Hugging Face sequence classifier) or one of "
                           f"{', '.join(BUILTIN_TEXT_MODELS)}, got {spec!r}")
+    if weights is not None:
+        raise ConfigError(f"weights: {spec} is a Hugging Face folder and carries its own weights; "
+                          "expected no --weights")
     return from_hf(path, max_length=max_length)
 
 

@@ -12,7 +12,12 @@ uniform random start). Options combine with any of them:
 * ``freeze_bn_last``: BatchNorm statistics stop updating for the last fraction of epochs;
 * ``pre_head_temperature``: a learnable temperature divides the input of the model's last
   linear layer (:class:`PreHeadTemperature`);
-* ``eps_warmup``: the training attack's ε grows linearly over this fraction of the epochs.
+* ``eps_warmup``: the training attack's ε grows linearly over this fraction of the epochs;
+* ``head_only``: only the model's last ``nn.Linear`` (its classification head) is trained — a
+  linear probe on a frozen pretrained encoder, the affordable way to adapt a transformer on CPU.
+
+Every recipe but ``trades`` also trains text classifiers (:class:`~advcal.text.TextClassifier`):
+their adversarial examples are PGD steps on the input embeddings (:mod:`advcal.training.inputs`).
 
 Every random draw is keyed on ``(seed, sample index, epoch)`` (:mod:`advcal.rng`), so a recipe's
 batches do not depend on batch composition and a resumed run repeats an uninterrupted one.
@@ -26,11 +31,11 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from advcal.attacks import PGD
 from advcal.attacks.geometry import random_start
 from advcal.checks import check_choice, check_int, check_positive
 from advcal.errors import ConfigError
 from advcal.models import frozen
+from advcal.training.inputs import Inputs, logits_of, perturb
 
 RECIPES = ("standard", "pgd-at", "trades", "fgsm-rs")
 
@@ -49,6 +54,7 @@ class Recipe:
     freeze_bn_last: float = 0.0
     pre_head_temperature: bool = False
     eps_warmup: float = 0.0
+    head_only: bool = False
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -75,29 +81,34 @@ class Recipe:
         return self.freeze_bn_last > 0 and epoch >= epochs - math.ceil(self.freeze_bn_last * epochs)
 
     def batch_loss(
-        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor, epoch: int, epochs: int
+        self, model: nn.Module, x: Inputs, y: torch.Tensor, index: torch.Tensor, epoch: int, epochs: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The training loss of one batch and the logits it was computed on (for accuracy)."""
+        """The training loss of one batch and the logits it was computed on (for accuracy).
+
+        ``x`` is an image tensor, or a list of texts for a text classifier (whose adversarial
+        recipes perturb the input embeddings: :func:`~advcal.training.inputs.perturb`).
+        """
         t = self.train_temperature
         if self.name == "standard":
-            logits = model(x)
+            logits = logits_of(model, x)
             return nn.functional.cross_entropy(logits / t, y), logits
         eps = self.eps_at(epoch, epochs)
         # Fresh perturbations every epoch, keyed on the sample: seed stream = epoch.
         seed = self.seed * 1_000_003 + epoch
         if self.name == "trades":
+            if not isinstance(x, torch.Tensor):
+                raise ConfigError("recipe: trades is implemented for images only; for text use pgd-at or "
+                                  "fgsm-rs (embedding-space)")
             x_adv = _trades_examples(model, x, eps, self.steps, self.alpha or 2.5 * eps / self.steps, t, seed,
                                      index)
             logits = model(x)
             kl = nn.functional.kl_div(torch.log_softmax(model(x_adv) / t, 1), torch.softmax(logits / t, 1),
                                       reduction="batchmean")
             return nn.functional.cross_entropy(logits / t, y) + self.trades_beta * kl, logits
-        if self.name == "fgsm-rs":
-            attack = PGD(eps=eps, steps=1, alpha=1.25 * eps, seed=seed, loss_temperature=t)
-        else:
-            attack = PGD(eps=eps, steps=self.steps, alpha=self.alpha, seed=seed, loss_temperature=t)
-        x_adv = attack(model, x, y, index=index).x_adv
-        logits = model(x_adv)
+        steps, alpha = (1, 1.25 * eps) if self.name == "fgsm-rs" else (self.steps, self.alpha)
+        adversarial = perturb(model, x, y, index, eps=eps, steps=steps, alpha=alpha, seed=seed,
+                              loss_temperature=t)
+        logits = logits_of(model, adversarial)
         return nn.functional.cross_entropy(logits / t, y), logits
 
 
@@ -148,13 +159,21 @@ class PreHeadTemperature(nn.Module):
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
-        heads = [module for module in model.modules() if isinstance(module, nn.Linear)]
-        if not heads:
-            raise ConfigError(
-                "pre_head_temperature: the model has no nn.Linear head to put a temperature before")
+        head = classification_head(model, "pre_head_temperature")
         self.model = model
         self.log_temperature = nn.Parameter(torch.zeros(()))
-        heads[-1].register_forward_pre_hook(lambda _, inputs: (inputs[0] / self.log_temperature.exp(),))
+        head.register_forward_pre_hook(lambda _, inputs: (inputs[0] / self.log_temperature.exp(),))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
+
+
+def classification_head(model: nn.Module, option: str) -> nn.Linear:
+    """The model's last ``nn.Linear`` (in module order): its classification head.
+
+    ``option`` names the setting that needs the head, for the error when there is none.
+    """
+    heads = [module for module in model.modules() if isinstance(module, nn.Linear)]
+    if not heads:
+        raise ConfigError(f"{option}: the model has no nn.Linear head (its last layer must be one)")
+    return heads[-1]

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors.torch import load as load_safetensors
@@ -29,14 +30,31 @@ from torch import nn
 
 import advcal
 from advcal.atomic import write_bytes_atomic, write_json_atomic
-from advcal.attacks import PGD
 from advcal.checks import check_choice, check_int, check_positive
 from advcal.data import DataSource
 from advcal.errors import ConfigError
 from advcal.metrics import calibration_report
 from advcal.models import frozen
-from advcal.training.recipes import PreHeadTemperature, Recipe, normalise_gradients, set_bn_frozen
+from advcal.models.state import load_state, unique_state_dict
+from advcal.training.inputs import (
+    AdversarialInputs,
+    TrainingSet,
+    check_model_for,
+    logits_of,
+    perturb,
+    training_set,
+)
+from advcal.training.recipes import (
+    PreHeadTemperature,
+    Recipe,
+    classification_head,
+    normalise_gradients,
+    set_bn_frozen,
+)
 from advcal.training.report import tensorboard_writer, write_training_report
+
+if TYPE_CHECKING:
+    from advcal.text import TextDataset
 
 CHECKPOINT, STATE, LOG = "checkpoint.safetensors", "checkpoint.json", "log.csv"
 FROZEN_SET, REPORT = "frozen-validation.safetensors", "training-report.html"
@@ -59,8 +77,8 @@ class TrainingRun:
 
 def train(
     model: nn.Module,
-    train_data: DataSource,
-    validation: DataSource,
+    train_data: DataSource | TextDataset,
+    validation: DataSource | TextDataset,
     recipe: Recipe,
     *,
     epochs: int,
@@ -81,7 +99,11 @@ def train(
     Args:
         model: the classifier (logits); with ``recipe.pre_head_temperature`` it is wrapped in
             :class:`~advcal.training.recipes.PreHeadTemperature` (the returned model).
-        train_data, validation: the training split and the fixed validation subset.
+        train_data, validation: the training split and the fixed validation subset: images
+            (:class:`~advcal.data.DataSource`), or texts (:class:`~advcal.text.TextDataset`)
+            for a :class:`~advcal.text.TextClassifier`, whose attacks (training and tracking)
+            are PGD on the input embeddings with a per-token L2 ε
+            (:func:`~advcal.training.inputs.perturb`).
         recipe: how to train (:class:`~advcal.training.recipes.Recipe`).
         epochs, batch_size, lr: the schedule.
         optimizer: ``adam``, or ``sgd`` (momentum 0.9). Adam divides every step by a running
@@ -100,8 +122,16 @@ def train(
     check_int(batch_size, "batch_size", 1)
     check_positive(lr, "lr")
     folder = Path(out)
+    train_data, validation = training_set(train_data, "train_data"), training_set(validation, "validation")
+    if train_data.is_text != validation.is_text:
+        raise ConfigError("validation: expected the same kind of data as train_data (images or texts)")
+    check_model_for(model, train_data)
     if recipe.pre_head_temperature:
+        if train_data.is_text:
+            raise ConfigError("pre_head_temperature: not available for text classifiers (their "
+                              "temperature is the TextClassifier's own)")
         model = PreHeadTemperature(model)
+    trainable = _trainable_flags(model, recipe.head_only)
     check_choice(optimizer, "optimizer", OPTIMIZERS)
     check_choice(schedule, "schedule", SCHEDULES)
     if not 0 <= warmup_epochs < epochs:
@@ -146,8 +176,21 @@ def train(
             on_epoch(row)
     if board is not None:
         board.close()
+    for parameter, flag in trainable.items():
+        parameter.requires_grad_(flag)
     model.eval()
     return TrainingRun(model=model, log=log, folder=folder)
+
+
+def _trainable_flags(model: nn.Module, head_only: bool) -> dict[nn.Parameter, bool]:
+    """With ``head_only``, turn off gradients outside the classification head; returns every
+    parameter's own flag, restored when training ends."""
+    flags = {parameter: parameter.requires_grad for parameter in model.parameters()}
+    if head_only:
+        head = set(classification_head(model, "head_only").parameters())
+        for parameter in flags:
+            parameter.requires_grad_(parameter in head and flags[parameter])
+    return flags
 
 
 def learning_rate(step: float, total: float, lr: float, schedule: str, warmup: float) -> float:
@@ -179,7 +222,7 @@ class _Rates:
 
 
 def _epoch(
-    model: nn.Module, optimiser: torch.optim.Optimizer, data: DataSource, recipe: Recipe, epoch: int,
+    model: nn.Module, optimiser: torch.optim.Optimizer, data: TrainingSet, recipe: Recipe, epoch: int,
     epochs: int, batch_size: int, rates: _Rates,
 ) -> dict[str, float]:
     """One epoch of the recipe; its randomness (shuffle, dropout) is keyed on (seed, epoch)."""
@@ -193,7 +236,7 @@ def _epoch(
         model.train()
         set_bn_frozen(model, bn_frozen)
         for step, batch in enumerate(order.split(batch_size)):
-            x, y, index = data.x[batch], data.y[batch], data.index[batch]
+            x, y, index = data.take(batch)
             for group in optimiser.param_groups:
                 group["lr"] = rates.at(epoch, step)
             optimiser.zero_grad()
@@ -217,26 +260,49 @@ def _epoch(
 
 
 class _Tracker:
-    """Calibration on the validation subset: clean, fresh PGD, and a frozen adversarial set."""
+    """Calibration on the validation subset: clean, fresh PGD, and a frozen adversarial set.
 
-    def __init__(self, data: DataSource, eps: float, steps: int, seed: int, frozen_from: nn.Module,
+    The frozen set holds adversarial images; for texts, the perturbation of each token's input
+    embedding, added to the embeddings of the model being evaluated (an embedding layer that is
+    trained moves the clean point, so stored adversarial embeddings would go stale).
+    """
+
+    def __init__(self, data: TrainingSet, eps: float, steps: int, seed: int, frozen_from: nn.Module,
                  path: Path):
         self.data, self.eps, self.steps, self.seed = data, eps, steps, seed
         if path.exists():  # a resumed run: the set crafted when the run began
-            self.frozen_x = load_safetensors(path.read_bytes())["x"]
+            self.frozen = load_safetensors(path.read_bytes())
         else:
-            self.frozen_x = PGD(eps=eps, steps=steps, seed=seed)(frozen_from, data.x, data.y,
-                                                                  index=data.index).x_adv
-            write_bytes_atomic(path, save_safetensors({"x": self.frozen_x.contiguous()}))
+            self.frozen = self._craft_frozen(frozen_from)
+            write_bytes_atomic(path, save_safetensors({k: v.contiguous() for k, v in self.frozen.items()}))
+
+    def _attack(self, model: nn.Module, seed: int) -> AdversarialInputs:
+        with frozen(model):
+            return perturb(model, self.data.inputs, self.data.y, self.data.index, eps=self.eps,
+                           steps=self.steps, alpha=None, seed=seed)
+
+    def _craft_frozen(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        adversarial = self._attack(model, self.seed)
+        if not isinstance(adversarial, tuple):
+            return {"x": adversarial}
+        with frozen(model), torch.no_grad():
+            clean = model.embed(self.data.inputs)[0]
+        return {"delta": (adversarial[0] - clean).detach(), "mask": adversarial[1]}
+
+    def _frozen_inputs(self, model: nn.Module) -> AdversarialInputs:
+        if "x" in self.frozen:
+            return self.frozen["x"]
+        inputs_embeds, attention_mask = model.embed(self.data.inputs)
+        return inputs_embeds + self.frozen["delta"], attention_mask
 
     def evaluate(self, model: nn.Module, epoch: int) -> dict[str, float]:
-        fresh = PGD(eps=self.eps, steps=self.steps, seed=self.seed * 1_000_003 + 10_000 + epoch)
-        adv_logits = fresh(model, self.data.x, self.data.y, index=self.data.index).logits
+        fresh = self._attack(model, self.seed * 1_000_003 + 10_000 + epoch)
         with frozen(model), torch.no_grad():
-            clean_logits, frozen_logits = model(self.data.x), model(self.frozen_x)
+            logits = {where: logits_of(model, inputs) for where, inputs in
+                      (("clean", self.data.inputs), ("adv", fresh), ("frozen", self._frozen_inputs(model)))}
         row = {}
-        for where, logits in (("clean", clean_logits), ("adv", adv_logits), ("frozen", frozen_logits)):
-            report = calibration_report(logits.detach(), self.data.y)
+        for where, values in logits.items():
+            report = calibration_report(values.detach(), self.data.y)
             row.update({f"{where}_{m}": float(report[m]) for m in TRACKED})
         return row
 
@@ -244,7 +310,7 @@ class _Tracker:
 def _checkpoint(folder: Path, model: nn.Module, optimiser: torch.optim.Optimizer, epoch: int,
                 log: list[dict[str, float]], settings: dict[str, object]) -> None:
     """Weights and optimiser state (safetensors), then the log, then the state naming them."""
-    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tensors = {f"model.{k}": v for k, v in unique_state_dict(model).items()}
     state = optimiser.state_dict()
     for pid, slots in state["state"].items():
         for name, value in slots.items():
@@ -270,11 +336,12 @@ def _restore(folder: Path, model: nn.Module, optimiser: torch.optim.Optimizer,
     resumable = ("recipe", "epochs", "optimizer", "lr", "schedule", "warmup_epochs")
     # Runs checkpointed before schedules existed ran at a constant rate without warm-up.
     saved = {"schedule": "constant", "warmup_epochs": 0.0, **state["settings"]}
+    saved["recipe"] = {"head_only": False, **saved["recipe"]}  # nor head-only training
     if any(saved.get(key) != settings[key] for key in resumable):
         raise ConfigError(f"out: {folder} holds a run with another recipe or schedule; it cannot be resumed "
                           "with these options")
     tensors = load_safetensors((folder / CHECKPOINT).read_bytes())
-    model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+    load_state(model, {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
     slots: dict[int, dict[str, torch.Tensor]] = {}
     for key, value in tensors.items():
         if key.startswith("optim."):
