@@ -13,13 +13,14 @@ training attack) is keyed on ``(seed, epoch)``, never on what ran before.
 
 from __future__ import annotations
 
+import copy
 import csv
 import io
 import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -58,6 +59,7 @@ if TYPE_CHECKING:
 
 CHECKPOINT, STATE, LOG = "checkpoint.safetensors", "checkpoint.json", "log.csv"
 FROZEN_SET, REPORT = "frozen-validation.safetensors", "training-report.html"
+REFERENCE = "reference.safetensors"  # the model as training began, for recipes that compare with it
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("constant", "cosine")
 TRACKED = ("accuracy", "ece", "brier", "nll")
@@ -153,8 +155,10 @@ def train(
         start, log = _restore(folder, model, optimiser, settings)
     elif resume and folder.exists() and any(folder.iterdir()):
         raise ConfigError(f"out: {folder} holds no checkpoint to resume")
-    else:  # a fresh run: a frozen set left by a run killed before its first checkpoint is stale
+    else:  # a fresh run: files left by a run killed before its first checkpoint are stale
         (folder / FROZEN_SET).unlink(missing_ok=True)
+        (folder / REFERENCE).unlink(missing_ok=True)
+    reference = _reference(model, folder / REFERENCE) if recipe.needs_reference else None
     write_json_atomic(folder / "run.json", settings)
     board = tensorboard_writer(folder)
     tracker = _Tracker(validation, val_eps or recipe.eps, val_steps, recipe.seed,
@@ -162,7 +166,7 @@ def train(
     rates = _Rates(lr, schedule, warmup_epochs, epochs, steps_per_epoch=-(-len(train_data) // batch_size))
     for epoch in range(start, epochs):
         began = time.perf_counter()
-        row = _epoch(model, optimiser, train_data, recipe, epoch, epochs, batch_size, rates)
+        row = _epoch(model, optimiser, train_data, recipe, epoch, epochs, batch_size, rates, reference)
         row.update(tracker.evaluate(model, epoch))
         row["seconds"] = time.perf_counter() - began
         log.append(row)
@@ -180,6 +184,19 @@ def train(
         parameter.requires_grad_(flag)
     model.eval()
     return TrainingRun(model=model, log=log, folder=folder)
+
+
+def _reference(model: nn.Module, path: Path) -> nn.Module:
+    """A frozen copy of ``model`` as training began: made now and saved to ``path``, or, when a run
+    resumes, read back from it (the model itself has moved on by then)."""
+    reference = copy.deepcopy(model).eval().requires_grad_(False)
+    folder = path.parent
+    if path.exists():
+        load_state(reference, load_safetensors(path.read_bytes()))
+    else:
+        folder.mkdir(parents=True, exist_ok=True)
+        write_bytes_atomic(path, save_safetensors(unique_state_dict(reference)))
+    return reference
 
 
 def _trainable_flags(model: nn.Module, head_only: bool) -> dict[nn.Parameter, bool]:
@@ -223,7 +240,7 @@ class _Rates:
 
 def _epoch(
     model: nn.Module, optimiser: torch.optim.Optimizer, data: TrainingSet, recipe: Recipe, epoch: int,
-    epochs: int, batch_size: int, rates: _Rates,
+    epochs: int, batch_size: int, rates: _Rates, reference: nn.Module | None,
 ) -> dict[str, float]:
     """One epoch of the recipe; its randomness (shuffle, dropout) is keyed on (seed, epoch)."""
     generator = torch.Generator().manual_seed(recipe.seed * 1_000_003 + epoch)
@@ -240,7 +257,7 @@ def _epoch(
             for group in optimiser.param_groups:
                 group["lr"] = rates.at(epoch, step)
             optimiser.zero_grad()
-            loss, logits = recipe.batch_loss(model, x, y, index + epoch * len(data), epoch, epochs)
+            loss, logits = recipe.batch_loss(model, x, y, index + epoch * len(data), epoch, epochs, reference)
             loss.backward()
             if recipe.gradnorm:
                 total_norm += normalise_gradients(model)
@@ -336,7 +353,8 @@ def _restore(folder: Path, model: nn.Module, optimiser: torch.optim.Optimizer,
     resumable = ("recipe", "epochs", "optimizer", "lr", "schedule", "warmup_epochs")
     # Runs checkpointed before schedules existed ran at a constant rate without warm-up.
     saved = {"schedule": "constant", "warmup_epochs": 0.0, **state["settings"]}
-    saved["recipe"] = {"head_only": False, **saved["recipe"]}  # nor head-only training
+    # nor the recipe fields added since (their defaults are what those runs did)
+    saved["recipe"] = {**{f.name: f.default for f in fields(Recipe)}, **saved["recipe"]}
     if any(saved.get(key) != settings[key] for key in resumable):
         raise ConfigError(f"out: {folder} holds a run with another recipe or schedule; it cannot be resumed "
                           "with these options")
