@@ -8,8 +8,13 @@ import numpy as np
 import pytest
 import torch
 
+from advcal._torchvision import ensure_torchvision_importable
 from advcal.models import DigitsCNN
 from advcal.training import train_classifier
+
+# Before any test module imports torchvision (torchmetrics, transformers and open_clip all do):
+# where its compiled operators cannot load beside this torch, declare them so that it imports.
+ensure_torchvision_importable()
 
 
 def require_system_package(present: bool, what: str, install: str) -> None:

@@ -128,6 +128,7 @@ def audit(
     text_column: Annotated[str, typer.Option(help="Text data: the column holding the texts.")] = "text",
     label_column: Annotated[str, typer.Option(help="Text data: the column holding the labels.")] = "label",
     queries: Annotated[int, typer.Option(help="Text attacks: queries per text.")] = 2000,
+    classes: Annotated[Path | None, typer.Option(help=CLASSES_HELP)] = None,
     out: Annotated[
         Path, typer.Option(help="Output folder: report.html, report.json, samples.npz, figures/.")
     ] = Path("advcal-report"),
@@ -161,18 +162,19 @@ def audit(
     from advcal.distributed import joined
     from advcal.errors import ConfigError
 
-    models = _load_models(model or ["digits-cnn", "digits-cnn-at"], weights, normalize)
-    models = _calibrated(models, calibrator)
-    if ensemble:
-        from advcal.models import Ensemble
-
-        models = {"ensemble(" + " + ".join(models) + ")": Ensemble(list(models.values()))}
     if adv_set is not None:
         if data is not None or limit is not None:
             raise ConfigError("adv-set: a stored set brings its own data; leave out --data and --limit")
         source = AdversarialSet(adv_set)
     else:
         source = load_data(data or "digits", split=split, limit=limit)
+    models = _load_models(model or ["digits-cnn", "digits-cnn-at"], weights, normalize,
+                          _class_names(classes, source))
+    models = _calibrated(models, calibrator)
+    if ensemble:
+        from advcal.models import Ensemble
+
+        models = {"ensemble(" + " + ".join(models) + ")": Ensemble(list(models.values()))}
     epsilons = parse_numbers(eps, "eps") if eps else None
     params = _attack_params(attack, steps)
     with joined(device) as ranks:  # under torchrun: every rank audits its part, rank 0 reports
@@ -369,7 +371,8 @@ def _names(text: str) -> list[str]:
 
 @app.command("train")
 def train_command(
-    recipe: Annotated[str, typer.Option(help="standard, pgd-at, trades or fgsm-rs.")] = "standard",
+    recipe: Annotated[str, typer.Option(
+        help="standard, pgd-at, trades, fgsm-rs; CLIP (--model clip:ARCH): ucat, tecoa, fare.")] = "standard",
     model: Annotated[str, typer.Option(
         help="Architecture: a built-in name (fresh weights) or package.module:factory / file.py:factory; "
              "a text classifier to fine-tune: hf:DIR or tweets-minilm."
@@ -384,8 +387,12 @@ def train_command(
     optimizer: Annotated[str, typer.Option(help="adam, or sgd (momentum 0.9).")] = "adam",
     schedule: Annotated[str, typer.Option(help="Learning rate: constant or cosine (to 0).")] = "constant",
     warmup_epochs: Annotated[float, typer.Option(help="Linear learning-rate warm-up, in epochs.")] = 0.0,
-    eps: Annotated[str, typer.Option(help="ε of the training (and tracking) attack, input units.")] = "0.1",
-    steps: Annotated[int, typer.Option(help="Steps of the training attack (PGD, TRADES).")] = 7,
+    eps: Annotated[str | None, typer.Option(
+        help="ε of the training (and tracking) attack, input units (default 0.1; CLIP: 1/255).")] = None,
+    steps: Annotated[int | None, typer.Option(
+        help="Steps of the training attack (default 7; CLIP recipes 2).")] = None,
+    alpha: Annotated[str | None, typer.Option(
+        help="Step of the training attack (default 2.5 ε / steps; CLIP recipes 1/255).")] = None,
     trades_beta: Annotated[float, typer.Option(help="TRADES' β.")] = 6.0,
     train_temperature: Annotated[float, typer.Option(help="Divide logits by T in the training loss.")] = 1.0,
     gradnorm: Annotated[bool, typer.Option(help="Scale the global gradient norm to 1 every step.")] = False,
@@ -395,6 +402,12 @@ def train_command(
     eps_warmup: Annotated[float, typer.Option(help="Ramp ε up linearly over this first fraction.")] = 0.0,
     head_only: Annotated[bool, typer.Option(
         help="Train only the last linear layer (a probe on a frozen encoder).")] = False,
+    kl_weight: Annotated[float | None, typer.Option(
+        help="ucat: λ of the Dirichlet KL (default 1e5 / exp(softplus(2 / τ′))).")] = None,
+    dirichlet_tau: Annotated[float, typer.Option(help="ucat: τ′ of the Dirichlet concentrations.")] = 0.07,
+    weights: Annotated[Path | None, typer.Option(
+        help="Starting weights (CLIP: the pretrained checkpoint to fine-tune).")] = None,
+    classes: Annotated[Path | None, typer.Option(help=CLASSES_HELP)] = None,
     text_column: Annotated[str, typer.Option(help="Text data: the column holding the texts.")] = "text",
     label_column: Annotated[str, typer.Option(help="Text data: the column holding the labels.")] = "label",
     seed: Annotated[int, typer.Option(help="Seed of initialisation, shuffling and attacks.")] = 0,
@@ -421,13 +434,18 @@ def train_command(
     from advcal.text.loading import is_text_audit, load_text_data, load_text_model
     from advcal.training import Recipe, train
 
-    budgets = parse_numbers(eps, "eps")
+    # UCAT's attack (ε = 1/255, two steps of 1/255) is the CLIP recipes' default.
+    default_eps, default_steps, default_alpha = (("1/255", 2, "1/255") if recipe in CLIP_RECIPES
+                                                 else ("0.1", 7, None))
+    budgets = parse_numbers(eps or default_eps, "eps")
     if len(budgets) != 1:
         raise InputError(f"eps: expected one training budget, got {len(budgets)} ({eps})")
-    plan = Recipe(recipe, eps=budgets[0], steps=steps, trades_beta=trades_beta,
+    step_size = alpha or default_alpha
+    plan = Recipe(recipe, eps=budgets[0], steps=steps or default_steps,
+                  alpha=parse_numbers(step_size, "alpha")[0] if step_size else None, trades_beta=trades_beta,
                   train_temperature=train_temperature, gradnorm=gradnorm, freeze_bn_last=freeze_bn_last,
                   pre_head_temperature=pre_head_temperature, eps_warmup=eps_warmup, head_only=head_only,
-                  seed=seed)
+                  kl_weight=kl_weight, dirichlet_tau=dirichlet_tau, seed=seed)
     text = is_text_audit([model], data)
     if text:
         columns = {"text_column": text_column, "label_column": label_column}
@@ -436,11 +454,15 @@ def train_command(
         validation = load_text_data(data, split=val_split, limit=val_limit, **columns)
         reference = load_text_model(frozen_from) if frozen_from else None
     else:
-        with torch.random.fork_rng():  # the initial weights come from the seed alone
-            torch.manual_seed(seed)
-            net = new_model(model)
         train_data = load_data(data, split=split)
         validation = load_data(data, split=val_split, limit=val_limit)
+        if model.startswith("clip:"):  # fine-tuned from its pretrained weights
+            (net,) = _load_models([model], [weights] if weights else None, None,
+                                  _class_names(classes, train_data)).values()
+        else:
+            with torch.random.fork_rng():  # the initial weights come from the seed alone
+                torch.manual_seed(seed)
+                net = new_model(model)
         reference = load_model(frozen_from) if frozen_from else None
     with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=err_console, transient=True) as bar:
@@ -478,6 +500,9 @@ def report(
 DATA_HELP = ("Data spec: digits, fashion-mnist[:DIR], cifar10:DIR, cifar100:DIR, npz:PATH, folder:PATH, "
              "torchvision:NAME:ROOT; text: csv:PATH, jsonl:PATH, tweets.")
 ATTACK_HELP = "Registered attack: pgd, apgd-ce, apgd-dlr, square, ..."
+CLIP_RECIPES = ("ucat", "tecoa", "fare")
+CLASSES_HELP = ("clip:ARCH models: a text file of class names, one per line, for the prompts "
+                "(default: the data's class names).")
 SPLIT_HELP = "Split: train, calibration, test, or all (a whole npz or folder)."
 EPS_HELP = "ε sweep in input units, fractions allowed: 2/255,4/255,8/255."
 
@@ -522,15 +547,37 @@ def _show_and_save(result, out: Path) -> None:  # result: advcal.audit.AuditResu
     console.print(f"Wrote {paths['html']}, {paths['json']} and {paths['samples']}")
 
 
-def _load_models(specs: list[str], weights: list[Path] | None, normalize: str | None) -> dict:
-    """Name -> model for each spec, with its weights (one per spec) and normalisation."""
-    from advcal.errors import InputError
+def _load_models(specs: list[str], weights: list[Path] | None, normalize: str | None,
+                 classes: list[str] | None = None) -> dict:
+    """Name -> model for each spec, with its weights (one per spec) and normalisation; ``clip:ARCH``
+    specs become zero-shot classifiers over ``classes``."""
+    from advcal.errors import ConfigError, InputError
     from advcal.models import load_model, parse_normalize
 
     if weights and len(weights) != len(specs):
         raise InputError(f"weights: give one --weights per --model ({len(specs)}), got {len(weights)}")
     mean_std = parse_normalize(normalize) if normalize else None
-    return {spec: load_model(spec, weights[i] if weights else None, mean_std) for i, spec in enumerate(specs)}
+    models = {}
+    for i, spec in enumerate(specs):
+        weight = weights[i] if weights else None
+        if not spec.startswith("clip:"):
+            models[spec] = load_model(spec, weight, mean_std)
+            continue
+        from advcal.clip import load_clip
+
+        if mean_std is not None:
+            raise ConfigError("normalize: a CLIP model normalises its inputs itself; leave out --normalize")
+        models[spec] = load_clip(spec.removeprefix("clip:"), weight, classes=classes)
+    return models
+
+
+def _class_names(classes: Path | None, data: object) -> list[str]:
+    """The class names a zero-shot model is given: ``--classes FILE`` or the data's own."""
+    if classes is not None:
+        from advcal.clip import read_class_names
+
+        return read_class_names(classes)
+    return [name.replace("_", " ") for name in data.classes]
 
 
 def _calibrated(models: dict, calibrators: list[Path] | None) -> dict:

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from advcal._torchvision import ensure_torchvision_importable
 from advcal.data.base import RawData, SourceKind
 from advcal.errors import ConfigError, InputError, MissingDependencyError
 
@@ -23,6 +24,7 @@ WITHOUT_IT = "cifar10:DIR, cifar100:DIR, fashion-mnist[:DIR], folder:PATH and np
 
 def import_datasets() -> ModuleType:
     """``torchvision.datasets``, or a MissingDependencyError that says what to do instead."""
+    ensure_torchvision_importable()
     try:
         import torchvision.datasets as datasets
     # A torchvision built for another torch imports with a RuntimeError ("operator

@@ -30,6 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from advcal._torchvision import ensure_torchvision_importable
 from advcal.checks import check_int, check_positive
 from advcal.errors import ConfigError, InputError, MissingDependencyError, describe
 
@@ -42,6 +43,7 @@ DEFAULT_MAX_LENGTH = 128
 
 def _transformers() -> ModuleType:
     """The ``transformers`` module, or a MissingDependencyError saying how to install it."""
+    ensure_torchvision_importable()  # transformers imports torchvision when it is installed
     try:
         import transformers
     except ImportError as error:

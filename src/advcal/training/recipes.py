@@ -158,7 +158,8 @@ class Recipe:
         alpha_adv = concentrations(adv_logits, _logit_scale(model), tau)
         alpha_ref = concentrations(ref_logits, _logit_scale(reference), tau)
         weight = default_kl_weight(tau) if self.kl_weight is None else self.kl_weight
-        return (weight * dirichlet_kl(alpha_adv, alpha_ref).mean()).to(adv_logits.dtype)
+        # Kept in float64: next to a cross-entropy of order 1, float32 would round a small KL away.
+        return weight * dirichlet_kl(alpha_adv, alpha_ref).mean()
 
 
 def _logit_scale(model: nn.Module) -> torch.Tensor:

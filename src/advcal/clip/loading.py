@@ -1,0 +1,145 @@
+"""open_clip models from local files: an architecture name, a weights file, class names.
+
+Nothing is downloaded: ``open_clip.create_model(arch, pretrained=None)`` builds the architecture
+with random weights, and the user's checkpoint (safetensors, or a state dict read with
+``torch.load(weights_only=True)``) replaces them. ``advcal-tiny`` is a small architecture shipped
+with advcal (2-layer towers of width 32, 16×16 images) for tests and demonstrations; it runs
+through exactly the path a ViT-B/32 checkpoint does.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from types import ModuleType
+
+import torch
+from torch import nn
+
+from advcal._torchvision import ensure_torchvision_importable
+from advcal.clip.zeroshot import DEFAULT_TEMPLATES, ZeroShotClassifier
+from advcal.errors import ConfigError, InputError, MissingDependencyError
+from advcal.models.state import load_state
+
+CONFIGS = Path(__file__).parent / "configs"
+TINY = "advcal-tiny"
+
+
+def open_clip_module() -> ModuleType:
+    """``open_clip`` with advcal's architectures registered, or a clear error saying how to install it."""
+    ensure_torchvision_importable()  # open_clip imports torchvision
+    try:
+        import open_clip
+    except ImportError:
+        raise MissingDependencyError("clip: open_clip is not installed; install it with "
+                                     "`pip install 'advcal[clip]'` (open-clip-torch)") from None
+    if TINY not in open_clip.list_models():
+        open_clip.add_model_config(CONFIGS)
+    return open_clip
+
+
+def _tokenizer(open_clip: ModuleType, arch: str) -> Callable[[list[str]], torch.Tensor]:
+    return open_clip.get_tokenizer(arch)  # CLIP's BPE vocabulary ships inside open_clip
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """open_clip warns that it loaded no pretrained weights: advcal loads the user's right after."""
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(previous)
+
+
+def tiny_clip(seed: int = 0) -> tuple[nn.Module, Callable[[list[str]], torch.Tensor]]:
+    """The ``advcal-tiny`` CLIP with weights drawn from ``seed`` (global RNG untouched), and its tokenizer."""
+    open_clip = open_clip_module()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        with _quiet():
+            model = open_clip.create_model(TINY, pretrained=None, pretrained_text=False)
+    return model.eval(), _tokenizer(open_clip, TINY)
+
+
+def read_class_names(path: str | os.PathLike[str]) -> list[str]:
+    """Class names from a text file, one per line (blank lines ignored)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"classes: {path} does not exist; expected a text file with one class name per line")
+    names = [line.strip() for line in path.read_text("utf-8").splitlines() if line.strip()]
+    if len(names) < 2:
+        raise InputError(f"classes: {path} holds {len(names)} class names, expected at least 2, one per line")
+    return names
+
+
+def _read_weights(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise InputError(f"weights: {path} does not exist; expected a local CLIP checkpoint "
+                         "(.safetensors, .pt, .pth or .bin)")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    if path.suffix not in (".pt", ".pth", ".bin"):
+        raise InputError(f"weights: expected a .safetensors, .pt, .pth or .bin file, got {path.name!r}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # weights_only refuses pickled code: say so, in one line
+        raise InputError(f"weights: cannot read {path} as a state dict: {error}") from None
+    state = state.get("state_dict", state) if isinstance(state, dict) else state
+    if not isinstance(state, dict):
+        raise InputError(f"weights: {path} holds a {type(state).__name__}, expected a state dict")
+    return state
+
+
+def _clip_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A CLIP state dict from a CLIP checkpoint, a ZeroShotClassifier's (``advcal train`` writes
+    those: the CLIP under ``model.``) or a DataParallel one (``module.``)."""
+    if "prototypes" in state:
+        state = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def load_clip(
+    arch: str,
+    weights: str | os.PathLike[str] | None = None,
+    *,
+    classes: Sequence[str] | str | os.PathLike[str] | None,
+    templates: Sequence[str] | None = None,
+    device: str | torch.device = "cpu",
+) -> ZeroShotClassifier:
+    """A zero-shot classifier from the open_clip architecture ``arch`` and a local checkpoint.
+
+    Args:
+        arch: an open_clip architecture name (``ViT-B-32``, ... or ``advcal-tiny``).
+        weights: the checkpoint; ``None`` keeps random weights (for tests only).
+        classes: class names, or a text file of them (one per line).
+        templates: prompt templates (default ``"This is a photo of a {}"``).
+        device: where the model lives.
+    """
+    if classes is None:
+        raise ConfigError("classes: a zero-shot CLIP classifier needs class names (--classes FILE)")
+    names = read_class_names(classes) if isinstance(classes, (str, os.PathLike)) else list(classes)
+    open_clip = open_clip_module()
+    if ":" in arch:
+        raise ConfigError(f"model: clip:{arch} names a remote or schema'd model; advcal loads only local "
+                          "weights: pass an architecture name (e.g. clip:ViT-B-32) and --weights FILE")
+    known = open_clip.list_models()
+    if arch not in known:
+        raise ConfigError(f"model: unknown open_clip architecture {arch!r}; expected one of "
+                          f"{', '.join(known[:6])}, ... ({len(known)} in open_clip.list_models()) or {TINY}")
+    with _quiet():
+        model = open_clip.create_model(arch, pretrained=None, pretrained_text=False)
+    if weights is not None:
+        try:
+            load_state(model, _clip_state(_read_weights(Path(weights))))
+        except RuntimeError as error:
+            first = str(error).splitlines()[0]
+            raise InputError(f"weights: {Path(weights).name} does not fit {arch}: {first}") from None
+    tokenizer = _tokenizer(open_clip, arch)
+    return ZeroShotClassifier(model.eval(), tokenizer, names, templates or DEFAULT_TEMPLATES).to(device)
