@@ -482,6 +482,76 @@ def train_command(
 
 
 @app.command()
+def zeroshot(
+    model: Annotated[str, typer.Option(help="clip:ARCH, an open_clip architecture (e.g. clip:ViT-B-32).")],
+    weights: Annotated[Path | None, typer.Option(help="The local CLIP checkpoint.")] = None,
+    suite: Annotated[Path | None, typer.Option(
+        help="Folder with one sub-folder per dataset (ROOT/cifar10/<class>/...).")] = None,
+    datasets: Annotated[str | None, typer.Option(
+        help="Comma-separated dataset names (default: the paper's 16).")] = None,
+    spec: Annotated[list[str] | None, typer.Option(
+        help="NAME=DATA_SPEC, repeatable: read NAME from any data spec (npz:, cifar10:DIR, ...).")] = None,
+    templates: Annotated[Path | None, typer.Option(
+        help="Prompt templates, one per line with {} for the class name.")] = None,
+    eps: Annotated[str, typer.Option(help="L∞ budget in pixel units.")] = "1/255",
+    attacks: Annotated[str, typer.Option(help="Comma-separated: pgd, cw, autoattack.")] = "pgd,cw,autoattack",
+    steps: Annotated[int, typer.Option(help="Iterations of every attack.")] = 100,
+    limit: Annotated[int | None, typer.Option(help="At most N images per dataset (stratified).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 64,
+    seed: Annotated[int, typer.Option(help="Seed of the attacks' random starts.")] = 0,
+    out: Annotated[Path, typer.Option(help="Results folder (per-dataset files are resumed).")] = Path(
+        "advcal-zeroshot"),
+) -> None:
+    """The zero-shot robustness suite: clean and robust accuracy, ECE and H over many datasets."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from advcal.checks import parse_numbers
+    from advcal.clip import load_clip
+    from advcal.clip.suite import run_zeroshot_suite
+    from advcal.console import zeroshot_table
+    from advcal.errors import ConfigError, InputError
+
+    if not model.startswith("clip:"):
+        raise ConfigError(f"model: expected clip:ARCH (an open_clip architecture), got {model!r}")
+    named_specs = {}
+    for entry in spec or []:
+        name, sep, value = entry.partition("=")
+        if not sep or not name or not value:
+            raise InputError(f"spec: expected NAME=DATA_SPEC, got {entry!r}")
+        named_specs[name] = value
+    prompts = None
+    if templates is not None:
+        if not templates.is_file():
+            raise InputError(f"templates: {templates} does not exist; expected templates, one per line")
+        prompts = [line.strip() for line in templates.read_text("utf-8").splitlines() if line.strip()]
+    heads = []
+
+    def head_for(names: list[str]):  # the CLIP is loaded once, at the first dataset found
+        if not heads:
+            heads.append(load_clip(model.removeprefix("clip:"), weights, classes=names, templates=prompts))
+            return heads[0]
+        return heads[0].with_classes(names)
+
+    budget = parse_numbers(eps, "eps")
+    if len(budget) != 1:
+        raise InputError(f"eps: expected one budget, got {len(budget)} ({eps})")
+    with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=err_console, transient=True) as bar:
+        tasks: dict[str, object] = {}
+
+        def progress(name: str, done: int, total: int) -> None:
+            if name not in tasks:
+                tasks[name] = bar.add_task(f"attacking {name}", total=total)
+            bar.update(tasks[name], completed=done)
+
+        result = run_zeroshot_suite(head_for, suite, datasets=_names(datasets) if datasets else None,
+                                    specs=named_specs, limit=limit, eps=budget[0], attacks=_names(attacks),
+                                    steps=steps, batch_size=batch_size, seed=seed, out=out, progress=progress)
+    console.print(zeroshot_table(result, model))
+    console.print(f"Wrote {out}/zeroshot.json and {out}/zeroshot.md")
+
+
+@app.command()
 def report(
     file: Annotated[Path, typer.Argument(help="A report.json written by advcal audit.")],
     html: Annotated[Path, typer.Option(help="Where to write the HTML report.")] = Path("report.html"),

@@ -8,6 +8,7 @@ from rich.table import Table
 
 from advcal.audit.result import AuditResult
 from advcal.calibration import FixesReport
+from advcal.clip.suite import SuiteResult
 from advcal.data.adversarial import AdversarialSet
 from advcal.illusion import IllusionReport
 from advcal.metrics.report import CalibrationReport
@@ -163,4 +164,23 @@ def training_table(log: list[dict[str, float]], title: str) -> Table:
         cells = [_fmt(row[f"{where}_{metric}"]) for where in ("clean", "adv", "frozen")
                  for metric in ("accuracy", "ece")]
         table.add_row(str(int(row["epoch"])), _fmt(row["train_loss"]), *cells)
+    return table
+
+
+def zeroshot_table(result: SuiteResult, title: str) -> Table:
+    """The zero-shot suite: accuracy (%) clean and per attack, ECE, H per dataset, then the average."""
+    attacks = list(result.settings["attacks"])
+    table = Table(title=f"Zero-shot robustness of {title} (ε = {result.settings['eps']:.4g})",
+                  caption="; ".join(f"skipped {s['dataset']}" for s in result.skipped) or None)
+    for column in ("dataset", "n", "clean", *attacks, "clean ECE", "adv ECE", "H"):
+        table.add_column(column, justify="left" if column == "dataset" else "right")
+
+    def cells(row: dict[str, object]) -> list[str]:
+        accuracies = [f"{100 * float(row[f'{k}_accuracy']):.2f}" for k in ("clean", *attacks)]
+        return [*accuracies, _fmt(row["clean_ece"]), _fmt(row["adv_ece"]), f"{100 * float(row['h']):.2f}"]
+
+    for row in result.rows:
+        table.add_row(str(row["dataset"]), str(row["n"]), *cells(row))
+    if result.rows:
+        table.add_row("average", "", *cells(result.average), style="bold")
     return table
