@@ -134,6 +134,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--parts", default="train,table2,sweep")
     parser.add_argument("--attacks", default="char,word")
+    parser.add_argument("--models", default="", help="only these models (comma-separated; default all)")
     parser.add_argument("--test-limit", type=int, default=200)
     parser.add_argument("--cal-limit", type=int, default=500)
     parser.add_argument("--opt-limit", type=int, default=60)
@@ -169,7 +170,10 @@ def main() -> None:
     if "sweep" in parts:
         jobs += [(f"train {name}", lambda n=name: trained_head(f"train {n}", args.heads, args.train_limit,
                                                                args.epochs), False) for name in SWEEP]
+    chosen = [m for m in args.models.split(",") if m]
     for name, build, with_opt in jobs:
+        if chosen and name not in chosen:
+            continue
         for attack in attacks:
             key = f"{name} / {attack}"
             if key in results:

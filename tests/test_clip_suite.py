@@ -123,3 +123,22 @@ def test_advcal_zeroshot_on_a_local_checkpoint(root, tmp_path, capsys):
     assert [row["dataset"] for row in saved["rows"]] == ["cifar10", "pcam"]
     assert saved["skipped"][0]["dataset"] == "food101"
     assert saved["settings"]["attacks"] == ["pgd", "autoattack"] and saved["settings"]["steps"] == 2
+
+
+def test_advcal_audit_takes_a_clip_model(tmp_path, capsys):
+    clip_model, _ = tiny_clip(seed=0)
+    weights = tmp_path / "tiny.safetensors"
+    save_file({k: v.contiguous() for k, v in clip_model.state_dict().items()}, str(weights))
+    (tmp_path / "classes.txt").write_text("\n".join(["zero", "one", "two", "three", "four", "five", "six",
+                                                      "seven", "eight", "nine"]) + "\n")
+    with pytest.raises(SystemExit) as done:
+        main(["audit", "--model", "clip:advcal-tiny", "--weights", str(weights), "--classes",
+              str(tmp_path / "classes.txt"), "--data", "digits", "--limit", "40", "--eps", "1/255",
+              "--steps", "2", "--bootstrap", "0", "--out", str(tmp_path / "report")])
+    assert done.value.code == 0
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert report["models"][0]["name"] == "clip:advcal-tiny" and len(report["models"][0]["attacks"]) == 1
+    with pytest.raises(SystemExit) as refused:
+        main(["audit", "--model", "clip:advcal-tiny", "--normalize", "0.5,0.5", "--data", "digits"])
+    assert refused.value.code == 2
+    assert "normalize" in capsys.readouterr().err
