@@ -22,14 +22,17 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import shutil
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 
 from advcal.checks import parse_numbers
 from advcal.clip import ZeroShotClassifier, tiny_clip
 from advcal.clip.suite import run_zeroshot_suite
 from advcal.data import load_data
+from advcal.models.state import load_state, unique_state_dict
 from advcal.training import Recipe, train
 
 SEED = 0
@@ -70,12 +73,18 @@ def pretrain(clip_model: torch.nn.Module, tokenizer, args: argparse.Namespace) -
     clip_model.eval()
 
 
+def run_name(recipe: str, args: argparse.Namespace) -> str:
+    return f"{recipe}-kl{args.kl_weight:g}" if recipe == "ucat" and args.kl_weight is not None else recipe
+
+
 def fine_tune(model: ZeroShotClassifier, recipe: str, args: argparse.Namespace, reference: ZeroShotClassifier,
               eps: float) -> ZeroShotClassifier:
     train_data = load_data("digits", split="train")
     validation = load_data("digits", split="calibration", limit=128)
-    plan = Recipe(recipe, eps=eps, steps=2, alpha=eps, seed=SEED)
-    run = train(model, train_data, validation, plan, epochs=args.epochs, out=args.out / recipe, batch_size=64,
+    plan = Recipe(recipe, eps=eps, steps=2, alpha=eps, seed=SEED, kl_weight=args.kl_weight)
+    folder = args.out / run_name(recipe, args)
+    shutil.rmtree(folder, ignore_errors=True)  # a fresh run every time (only the pretraining is kept)
+    run = train(model, train_data, validation, plan, epochs=args.epochs, out=folder, batch_size=64,
                 lr=args.lr, optimizer="sgd", schedule="cosine", warmup_epochs=1.0, val_eps=eps, val_steps=2,
                 frozen_from=reference)
     last = run.log[-1]
@@ -90,6 +99,8 @@ def main() -> None:
     parser.add_argument("--eps", default="1/255")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--lr", type=float, default=0.01)
+    parser.add_argument("--kl-weight", type=float, default=None, help="UCAT's λ (default: the paper's)")
+    parser.add_argument("--recipes", default="tecoa,fare,ucat")
     parser.add_argument("--pretrain-epochs", type=int, default=10)
     parser.add_argument("--fashion-train", type=int, default=3000)
     parser.add_argument("--fashion-limit", type=int, default=500)
@@ -97,10 +108,16 @@ def main() -> None:
     args = parser.parse_args()
     (eps,) = parse_numbers(args.eps, "eps")
     clip_model, tokenizer = tiny_clip(seed=SEED)
-    pretrain(clip_model, tokenizer, args)
+    cached = args.out / "pretrained.safetensors"  # the pretraining is the slow part: kept between runs
+    if cached.exists():
+        load_state(clip_model, load_file(str(cached)))
+    else:
+        pretrain(clip_model, tokenizer, args)
+        args.out.mkdir(parents=True, exist_ok=True)
+        save_file(unique_state_dict(clip_model), str(cached))
     pretrained = ZeroShotClassifier(clip_model, tokenizer, [str(k) for k in range(10)])
     models = {"pretrained": pretrained}
-    for recipe in ("tecoa", "fare", "ucat"):
+    for recipe in args.recipes.split(","):
         models[recipe] = fine_tune(copy.deepcopy(pretrained), recipe, args, pretrained, eps).eval()
     limits = {"digits": None, "fashion-mnist": args.fashion_limit}
     summary = {}

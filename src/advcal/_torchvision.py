@@ -82,7 +82,9 @@ def ensure_torchvision_importable() -> None:
     global _declared
     if _declared is not None or _operators_load():
         return
-    library = torch.library.Library("torchvision", "DEF")
+    # A fragment, and only the operators nobody declared yet: other code may have done the same.
+    library = torch.library.Library("torchvision", "FRAGMENT")
     for schema in _SCHEMAS:
-        library.define(schema)
+        if not hasattr(torch.ops.torchvision, schema.split("(", 1)[0]):
+            library.define(schema)
     _declared = library
