@@ -24,6 +24,7 @@ from torch import nn
 
 import advcal
 from _sections import cpu_name, write_section
+from advcal._torchvision import ensure_torchvision_importable
 from advcal.attacks import PGD
 
 EPS, ALPHA, BATCH, SEED = 8 / 255, 2 / 255, 256, 0
@@ -74,6 +75,7 @@ def floor_passes(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int)
 
 def peers(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int) -> dict[str, Callable[[], object]]:
     found: dict[str, Callable[[], object]] = {}
+    ensure_torchvision_importable()  # torchattacks, foolbox and ART may import torchvision
     try:
         import torchattacks
 

@@ -23,14 +23,18 @@ import netcal
 import numpy as np
 import relplot
 import torch
-import torchmetrics
-from netcal.metrics import ECE as NetcalECE
-from torchmetrics.functional.classification import multiclass_calibration_error
 
 import advcal
 from _sections import cpu_name, write_section
+from advcal._torchvision import ensure_torchvision_importable
 from advcal.metrics import calibration_report
 from advcal.metrics.smooth import smooth_ece
+
+ensure_torchvision_importable()  # torchmetrics imports torchvision, whose operators may not load here
+
+import torchmetrics  # noqa: E402
+from netcal.metrics import ECE as NetcalECE  # noqa: E402
+from torchmetrics.functional.classification import multiclass_calibration_error  # noqa: E402
 
 SHAPES = [(1_000_000, 10), (100_000, 1_000)]
 SEED = 0

@@ -106,7 +106,9 @@ def train(
             for a :class:`~advcal.text.TextClassifier`, whose attacks (training and tracking)
             are PGD on the input embeddings with a per-token L2 ε
             (:func:`~advcal.training.inputs.perturb`).
-        recipe: how to train (:class:`~advcal.training.recipes.Recipe`).
+        recipe: how to train (:class:`~advcal.training.recipes.Recipe`). ``ucat`` and ``fare``
+            compare with a frozen copy of the model as the run starts, kept in
+            ``reference.safetensors`` so that a resumed run compares with the same model.
         epochs, batch_size, lr: the schedule.
         optimizer: ``adam``, or ``sgd`` (momentum 0.9). Adam divides every step by a running
             gradient scale, which undoes most of ``gradnorm``'s rescaling; SGD does not.
@@ -133,11 +135,11 @@ def train(
             raise ConfigError("pre_head_temperature: not available for text classifiers (their "
                               "temperature is the TextClassifier's own)")
         model = PreHeadTemperature(model)
-    trainable = _trainable_flags(model, recipe.head_only)
     check_choice(optimizer, "optimizer", OPTIMIZERS)
     check_choice(schedule, "schedule", SCHEDULES)
     if not 0 <= warmup_epochs < epochs:
         raise ConfigError(f"warmup_epochs: expected a number in [0, epochs={epochs}), got {warmup_epochs!r}")
+    trainable = _trainable_flags(model, recipe.head_only)
     optimiser = (torch.optim.Adam(model.parameters(), lr=lr) if optimizer == "adam"
                  else torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9))
     settings = {"advcal_version": advcal.__version__, "recipe": recipe.as_dict(), "epochs": epochs,
