@@ -126,6 +126,7 @@ class Recipe:
         if self.name == "trades":
             with frozen(model), torch.no_grad():  # the clean prediction the KL is measured from
                 target = torch.softmax(model(x) / t, 1)
+
             def divergence(z: torch.Tensor) -> torch.Tensor:
                 return nn.functional.kl_div(torch.log_softmax(model(z) / t, 1), target, reduction="sum")
 
@@ -149,7 +150,7 @@ class Recipe:
         self, model: nn.Module, reference: nn.Module, adv_logits: torch.Tensor, x: torch.Tensor
     ) -> torch.Tensor:
         """UCAT's λ · KL(Dir(α_adv) ‖ Dir(α_ref)), batch mean: the fine-tuned model on the adversarial
-        images against the frozen original on the clean ones (arXiv 2512.12997, Eq. 9)."""
+        images against the frozen original on the clean ones (arXiv 2512.12997)."""
         from advcal.clip.dirichlet import concentrations, default_kl_weight, dirichlet_kl
 
         with torch.no_grad():
