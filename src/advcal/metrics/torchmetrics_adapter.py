@@ -14,10 +14,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from advcal._torchvision import ensure_torchvision_importable
 from advcal.errors import InputError, MissingDependencyError
 from advcal.metrics.report import CalibrationReport
 from advcal.metrics.stats import CalibrationStats
 
+ensure_torchvision_importable()  # torchmetrics imports torchvision when it is installed
 try:
     from torchmetrics import Metric
     from torchmetrics.utilities import dim_zero_cat
