@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 import torch
@@ -134,8 +135,12 @@ def test_advcal_train_ucat_on_a_clip_checkpoint(tmp_path, capsys):
     out = tmp_path / "run"
     with pytest.raises(SystemExit) as done:
         main(["train", "--recipe", "ucat", "--model", "clip:advcal-tiny", "--weights", str(weights),
-              "--classes", str(classes), "--data", "digits", "--epochs", "1", "--optimizer", "sgd",
+              "--classes", str(classes), "--data", "digits", "--epochs", "1",
               "--lr", "1e-3", "--val-limit", "32", "--out", str(out)])
     assert done.value.code == 0
     assert (out / "model.safetensors").exists() and (out / "reference.safetensors").exists()
     assert "ucat" in capsys.readouterr().out
+    settings = json.loads((out / "run.json").read_text())  # UCAT's attack and optimiser by default
+    assert settings["optimizer"] == "sgd" and settings["schedule"] == "cosine"
+    assert settings["recipe"]["eps"] == pytest.approx(1 / 255) and settings["recipe"]["steps"] == 2
+    assert settings["recipe"]["alpha"] == pytest.approx(1 / 255)

@@ -384,9 +384,12 @@ def train_command(
     epochs: Annotated[int, typer.Option(help="Epochs.")] = 10,
     batch_size: Annotated[int, typer.Option(help="Samples per step.")] = 64,
     lr: Annotated[float, typer.Option(help="Learning rate.")] = 3e-3,
-    optimizer: Annotated[str, typer.Option(help="adam, or sgd (momentum 0.9).")] = "adam",
-    schedule: Annotated[str, typer.Option(help="Learning rate: constant or cosine (to 0).")] = "constant",
-    warmup_epochs: Annotated[float, typer.Option(help="Linear learning-rate warm-up, in epochs.")] = 0.0,
+    optimizer: Annotated[str | None, typer.Option(
+        help="adam, or sgd (momentum 0.9). Default adam; CLIP recipes sgd.")] = None,
+    schedule: Annotated[str | None, typer.Option(
+        help="Learning rate: constant or cosine (to 0). Default constant; CLIP recipes cosine.")] = None,
+    warmup_epochs: Annotated[float | None, typer.Option(
+        help="Linear learning-rate warm-up, in epochs. Default 0; CLIP recipes 1 (when epochs > 1).")] = None,
     eps: Annotated[str | None, typer.Option(
         help="ε of the training (and tracking) attack, input units (default 0.1; CLIP: 1/255).")] = None,
     steps: Annotated[int | None, typer.Option(
@@ -434,9 +437,11 @@ def train_command(
     from advcal.text.loading import is_text_audit, load_text_data, load_text_model
     from advcal.training import Recipe, train
 
-    # UCAT's attack (ε = 1/255, two steps of 1/255) is the CLIP recipes' default.
-    default_eps, default_steps, default_alpha = (("1/255", 2, "1/255") if recipe in CLIP_RECIPES
-                                                 else ("0.1", 7, None))
+    # UCAT's settings are the CLIP recipes' defaults: PGD with ε = 1/255 and two steps of 1/255;
+    # SGD with momentum, a cosine schedule after a one-epoch warm-up.
+    clip = recipe in CLIP_RECIPES
+    warmup = 1.0 if clip and epochs > 1 else 0.0
+    default_eps, default_steps, default_alpha = ("1/255", 2, "1/255") if clip else ("0.1", 7, None)
     budgets = parse_numbers(eps or default_eps, "eps")
     if len(budgets) != 1:
         raise InputError(f"eps: expected one training budget, got {len(budgets)} ({eps})")
@@ -468,7 +473,9 @@ def train_command(
                   TimeElapsedColumn(), console=err_console, transient=True) as bar:
         task = bar.add_task(f"training {model} ({recipe})", total=epochs)
         run = train(net, train_data, validation, plan, epochs=epochs, out=out, batch_size=batch_size, lr=lr,
-                    optimizer=optimizer, schedule=schedule, warmup_epochs=warmup_epochs,
+                    optimizer=optimizer or ("sgd" if clip else "adam"),
+                    schedule=schedule or ("cosine" if clip else "constant"),
+                    warmup_epochs=warmup if warmup_epochs is None else warmup_epochs,
                     frozen_from=reference, resume=resume,
                     on_epoch=lambda row: bar.update(task, completed=row["epoch"] + 1))
     console.print(training_table(run.log, f"{model}, {recipe}"))
