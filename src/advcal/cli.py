@@ -224,8 +224,9 @@ def attack_command(
     from advcal.data import load_data
     from advcal.distributed import joined
 
-    (spec, net), = _load_models([model], [weights] if weights else None, normalize).items()
     source = load_data(data, split=split, limit=limit)
+    (spec, net), = _load_models([model], [weights] if weights else None, normalize,
+                                _class_names(None, source)).items()
     epsilons = parse_numbers(eps, "eps") if eps else default_epsilons(source)
     with joined(device) as ranks:  # under torchrun: ranks attack shards in turn, rank 0 writes
         lead = ranks.rank == 0
@@ -298,8 +299,9 @@ def illusion(
                                         {"query_budget": queries}, seed=seed, full=full)
         spec = model
     else:
-        (spec, net), = _load_models([model], [weights] if weights else None, normalize).items()
         test = load_data(data, split=split, limit=limit)
+        (spec, net), = _load_models([model], [weights] if weights else None, normalize,
+                                    _class_names(None, test)).items()
         calibration = load_data(data, split=calibration_split, limit=limit)
         budget = values[0] if values else sorted(default_epsilons(test))[1]
         with err_console.status(f"Checking {spec} for an illusion of robustness…"):
@@ -346,8 +348,9 @@ def calibrate(
     from advcal.console import fixes_table
     from advcal.data import load_data
 
-    (spec, net), = _load_models([model], [weights] if weights else None, normalize).items()
     test = load_data(data, split=split, limit=limit)
+    (spec, net), = _load_models([model], [weights] if weights else None, normalize,
+                                _class_names(None, test)).items()
     calibration = load_data(data, split=calibration_split, limit=limit)
     epsilons = parse_numbers(eps, "eps") if eps else default_epsilons(test)
     with err_console.status(f"Fitting and attacking calibrators of {spec}…"):
@@ -409,7 +412,7 @@ def train_command(
         help="ucat: λ of the Dirichlet KL (default 1e5 / exp(softplus(2 / τ′))).")] = None,
     dirichlet_tau: Annotated[float, typer.Option(help="ucat: τ′ of the Dirichlet concentrations.")] = 0.07,
     weights: Annotated[Path | None, typer.Option(
-        help="Starting weights (CLIP: the pretrained checkpoint to fine-tune).")] = None,
+        help="Starting weights to fine-tune (default: fresh ones; CLIP: the pretrained checkpoint).")] = None,
     classes: Annotated[Path | None, typer.Option(help=CLASSES_HELP)] = None,
     text_column: Annotated[str, typer.Option(help="Text data: the column holding the texts.")] = "text",
     label_column: Annotated[str, typer.Option(help="Text data: the column holding the labels.")] = "label",
@@ -432,7 +435,7 @@ def train_command(
     from advcal.console import training_table
     from advcal.data import load_data
     from advcal.errors import InputError
-    from advcal.models import load_model, new_model
+    from advcal.models import load_model, load_weights, new_model
     from advcal.models.state import unique_state_dict
     from advcal.text.loading import is_text_audit, load_text_data, load_text_model
     from advcal.training import Recipe, train
@@ -454,7 +457,7 @@ def train_command(
     text = is_text_audit([model], data)
     if text:
         columns = {"text_column": text_column, "label_column": label_column}
-        net = load_text_model(model)
+        net = load_text_model(model, weights=weights)
         train_data = load_text_data(data, split=split, **columns)
         validation = load_text_data(data, split=val_split, limit=val_limit, **columns)
         reference = load_text_model(frozen_from) if frozen_from else None
@@ -468,6 +471,8 @@ def train_command(
             with torch.random.fork_rng():  # the initial weights come from the seed alone
                 torch.manual_seed(seed)
                 net = new_model(model)
+            if weights is not None:  # or from a checkpoint, to fine-tune
+                load_weights(net, weights)
         reference = load_model(frozen_from) if frozen_from else None
     with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=err_console, transient=True) as bar:
@@ -625,7 +630,7 @@ def _show_and_save(result, out: Path) -> None:  # result: advcal.audit.AuditResu
 
 
 def _load_models(specs: list[str], weights: list[Path] | None, normalize: str | None,
-                 classes: list[str] | None = None) -> dict:
+                 classes: list[str]) -> dict:
     """Name -> model for each spec, with its weights (one per spec) and normalisation; ``clip:ARCH``
     specs become zero-shot classifiers over ``classes``."""
     from advcal.errors import ConfigError, InputError
