@@ -56,11 +56,15 @@ _SCHEMAS = (
 
 # The declarations live as long as this library object: keep it for the life of the process.
 _declared: torch.library.Library | None = None
+_checked = False
 
 
 def _operators_load() -> bool:
     """Whether torchvision is absent or its compiled operators load beside this torch."""
-    spec = importlib.util.find_spec("torchvision")
+    try:
+        spec = importlib.util.find_spec("torchvision")
+    except ValueError:  # a stand-in module without a spec (tests) is not a real install to repair
+        return True
     if spec is None or spec.origin is None:
         return True
     folder = Path(spec.origin).parent
@@ -77,12 +81,17 @@ def _operators_load() -> bool:
 def ensure_torchvision_importable() -> None:
     """Make ``import torchvision`` work where its compiled operators cannot load (idempotent).
 
-    Call it before anything imports torchvision (open_clip, transformers, torchmetrics do).
+    Call it before anything imports torchvision (open_clip, transformers, torchmetrics do). The
+    check runs once per process; with torchvision absent, or loading fine, it declares nothing.
     """
-    global _declared
-    if _declared is not None or _operators_load():
+    global _checked, _declared
+    if _checked:
         return
-    # A fragment, and only the operators nobody declared yet: other code may have done the same.
+    _checked = True
+    if _operators_load():
+        return
+    # A fragment, and only the operators nobody declared yet: other code may have done the same
+    # (a second "DEF" library of the namespace would be refused).
     library = torch.library.Library("torchvision", "FRAGMENT")
     for schema in _SCHEMAS:
         if not hasattr(torch.ops.torchvision, schema.split("(", 1)[0]):

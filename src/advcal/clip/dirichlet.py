@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import torch
 
+from advcal.checks import check_positive
+
 TAU = 0.07
 FLOOR = 1e-6
 
@@ -35,6 +37,7 @@ def concentrations(
     ``logits / logit_scale`` are the cosine similarities in [-1, 1], so α lies in
     ``[floor + 1, floor + exp(2 / tau)]``: finite and positive for every image.
     """
+    check_positive(tau, "tau")
     with torch.autocast(device_type=torch.as_tensor(logits).device.type, enabled=False):
         cosine = _float64(logits) / _float64(logit_scale)
         return floor + torch.exp((cosine + 1.0) / tau)
@@ -60,9 +63,9 @@ def default_kl_weight(tau: float = TAU) -> float:
     The KL grows with the concentrations, whose largest value is exp(2 / τ′); dividing by
     exp(softplus(2 / τ′)) ≈ exp(2 / τ′) keeps the term on the scale of the cross-entropy.
     """
-    x = 2.0 / tau
+    x = 2.0 / check_positive(tau, "tau")
     softplus = x + math.log1p(math.exp(-x))  # stable for large x
-    return 1e5 / math.exp(softplus)
+    return math.exp(math.log(1e5) - softplus)  # underflows to 0, never overflows, for tiny τ′
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,7 @@ def dirichlet_uncertainty(alpha: torch.Tensor) -> DirichletUncertainty:
         mean = a / a0[..., None]
         predictive = -(mean * torch.log(mean.clamp_min(torch.finfo(torch.float64).tiny))).sum(-1)
         aleatoric = (mean * (torch.digamma(a0 + 1.0)[..., None] - torch.digamma(a + 1.0))).sum(-1)
-        # Equal in exact arithmetic when the Dirichlet is sharp; rounding must not make it negative.
+        # The mutual information is >= 0, but for sharp Dirichlets (α ~ 1e12) both entropies are
+        # ~1e-11 and their rounded difference can dip below 0.
         epistemic = (predictive - aleatoric).clamp_min(0.0)
         return DirichletUncertainty(predictive, aleatoric, epistemic, a.shape[-1] / a0)

@@ -9,6 +9,7 @@ through exactly the path a ViT-B/32 checkpoint does.
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -24,8 +25,11 @@ from advcal.clip.zeroshot import DEFAULT_TEMPLATES, ZeroShotClassifier
 from advcal.errors import ConfigError, InputError, MissingDependencyError
 from advcal.models.state import load_state
 
+# advcal's own architecture configs (advcal-tiny.json), registered with open_clip on first use.
 CONFIGS = Path(__file__).parent / "configs"
 TINY = "advcal-tiny"
+# Named first when an architecture is unknown: the ones users most likely meant.
+FAMILIAR = ("ViT-B-32", "ViT-B-16", "ViT-L-14", "RN50")
 
 
 def open_clip_module() -> ModuleType:
@@ -33,9 +37,11 @@ def open_clip_module() -> ModuleType:
     ensure_torchvision_importable()  # open_clip imports torchvision
     try:
         import open_clip
-    except ImportError:
-        raise MissingDependencyError("clip: open_clip is not installed; install it with "
-                                     "`pip install 'advcal[clip]'` (open-clip-torch)") from None
+    except ImportError as error:
+        raise MissingDependencyError(
+            f"clip: open_clip does not import ({error}); install it with `pip install open-clip-torch` "
+            "(or `pip install 'advcal[clip]'`)"
+        ) from None
     if TINY not in open_clip.list_models():
         open_clip.add_model_config(CONFIGS)
     return open_clip
@@ -126,13 +132,17 @@ def load_clip(
         raise ConfigError("classes: a zero-shot CLIP classifier needs class names (--classes FILE)")
     names = read_class_names(classes) if isinstance(classes, (str, os.PathLike)) else list(classes)
     open_clip = open_clip_module()
-    if ":" in arch:
-        raise ConfigError(f"model: clip:{arch} names a remote or schema'd model; advcal loads only local "
-                          "weights: pass an architecture name (e.g. clip:ViT-B-32) and --weights FILE")
+    if ":" in arch:  # hf-hub:..., local-dir:...: open_clip would fetch or read a whole model folder
+        raise ConfigError(f"arch: {arch!r} names a remote or schema'd model; advcal loads only local "
+                          "weights: pass an architecture name (e.g. ViT-B-32) and a weights file")
     known = open_clip.list_models()
     if arch not in known:
-        raise ConfigError(f"model: unknown open_clip architecture {arch!r}; expected one of "
-                          f"{', '.join(known[:6])}, ... ({len(known)} in open_clip.list_models()) or {TINY}")
+        close = difflib.get_close_matches(arch, known, n=3)
+        examples = [name for name in FAMILIAR if name in known] + [TINY]
+        raise ConfigError(f"arch: unknown open_clip architecture {arch!r}"
+                          + (f" (did you mean {', '.join(close)}?)" if close else "")
+                          + f"; expected one of open_clip.list_models() ({len(known)} names), "
+                          f"e.g. {', '.join(examples)}")
     with _quiet():
         model = open_clip.create_model(arch, pretrained=None, pretrained_text=False)
     if weights is not None:
