@@ -42,6 +42,9 @@ TOLERANCE = 1e-12
 # order of its square times the curvature, far below TOLERANCE.
 LAST_STEP = 1e-7
 MAX_ITERATIONS = 60
+# cos(π m / 8192) for m = 0 ... 16383: one period of the cosine basis on the grid.
+_COSINES = np.cos(np.pi * np.arange(2 * GRID_INTERVALS) / GRID_INTERVALS)
+_PERIOD_MASK = 2 * GRID_INTERVALS - 1
 
 
 def grid_position(confidence: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -64,7 +67,7 @@ class SmoothEceSolver:
         self.left, frac = grid_position(confidence)
         self.lower = residual * (1 - frac)  # mass on grid point left_i
         self.upper = residual * frac  # mass on grid point left_i + 1
-        self._basis = np.empty((len(self.left), 0))  # columns k = 0, 1, ...: grown on demand
+        self._basis = np.empty((0, len(self.left)))  # rows k = 0, 1, ...: grown on demand
         self._runs: tuple[np.ndarray, np.ndarray] | None = None  # grid cells and where their runs start
 
     def solve(
@@ -96,13 +99,15 @@ class SmoothEceSolver:
     def _coefficients(self, weights: np.ndarray, terms: int) -> np.ndarray:
         """``c_k = Σ_j m_j cos(π k j / 8192)`` for ``k < terms``: cosine coefficients of the masses."""
         if len(self.left) <= SAMPLE_ROUTE_LIMIT:
-            have = self._basis.shape[1]
+            have = len(self._basis)
             if terms > have:
-                k = np.arange(have, terms) * (np.pi / GRID_INTERVALS)
-                extra = self.lower[:, None] * np.cos(np.outer(self.left, k))
-                extra += self.upper[:, None] * np.cos(np.outer(self.left + 1, k))
-                self._basis = np.concatenate([self._basis, extra], axis=1)
-            return weights @ self._basis[:, :terms]
+                # cos(π k j / 8192) depends on k j mod 16384 only: a table lookup, with the
+                # argument reduced exactly, instead of a cosine per entry.
+                k = np.arange(have, terms)
+                extra = _COSINES[np.outer(k, self.left) & _PERIOD_MASK] * self.lower
+                extra += _COSINES[np.outer(k, self.left + 1) & _PERIOD_MASK] * self.upper
+                self._basis = np.concatenate([self._basis, extra])
+            return weights @ self._basis[:terms].T
         masses = self._masses(weights)
         masses[:, [0, -1]] *= 2
         return fft.dct(masses, type=1, axis=-1)[:, :terms] / 2
