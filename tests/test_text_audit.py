@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 
@@ -14,7 +15,8 @@ pytest.importorskip("transformers")
 
 from advcal.audit import report_schema
 from advcal.cli import main
-from advcal.errors import ConfigError
+from advcal.errors import ConfigError, InputError
+from advcal.report import render_html
 from advcal.text.audit import audit_text
 from advcal.text.data import TextDataset
 from advcal.text.illusion import check_text_illusion
@@ -97,6 +99,38 @@ def test_embedding_pgd_in_the_text_audit_counts_passes(classifier):
     assert "examples" not in model  # no discrete texts to show for a continuous attack
 
 
+def test_the_text_audit_runs_the_illusion_check(classifier):
+    """``illusion=True``: each model's check in the report, its verdict as a flag, the HTML section;
+    the same tiny BERT served at T = 0.001 saturates its scores and is caught."""
+    cold = copy.deepcopy(classifier)
+    cold.temperature = 1e-3
+    data = corpus()
+    test, calibration = data.subset(np.arange(16)), data.subset(np.arange(32, 48))
+    result = audit_text({"honest": classifier, "cold": cold}, test, [0.5], "char", {"query_budget": 30},
+                        bootstrap=10, illusion=True, calibration=calibration)
+    report = result.to_dict()
+    jsonschema.validate(report, report_schema())
+    assert report["config"]["illusion"] is True
+    honest, served_cold = report["models"]
+    for model in (honest, served_cold):
+        found = model["illusion"]
+        assert found["settings"]["budget"] == found["settings"]["eps"] == 0.5
+        assert found["settings"]["calibration"]["n_samples"] == 16
+        codes = {flag["code"] for flag in model["flags"]} & {"ILLUSION_OF_ROBUSTNESS", "SUSPECT_ROBUSTNESS"}
+        assert codes == {"genuine": set(), "suspect": {"SUSPECT_ROBUSTNESS"},
+                         "illusion": {"ILLUSION_OF_ROBUSTNESS"}}[found["verdict"]]
+    assert honest["illusion"]["checks"]["saturation"]["saturated_share"] == 0
+    assert served_cold["illusion"]["checks"]["saturation"]["saturated_share"] > 0.5
+    assert served_cold["illusion"]["verdict"] == "illusion", served_cold["illusion"]["reasons"]
+    assert honest["illusion"]["verdict"] == "genuine", honest["illusion"]["reasons"]
+    page = render_html(report)
+    assert page.count("Is this robustness real?") == 2 and "char reading float64 log-odds" in page
+    with pytest.raises(InputError, match="score-based"):
+        audit_text(classifier, test, [0.5], "embedding-pgd", illusion=True, calibration=calibration)
+    with pytest.raises(InputError, match="calibration"):
+        audit_text(classifier, test, [0.5], "char", illusion=True)
+
+
 def test_advcal_audit_on_a_local_hf_folder_and_a_csv(classifier, tmp_path, capsys):
     folder = classifier.save_pretrained(tmp_path / "model")
     data = corpus()
@@ -122,7 +156,8 @@ def test_advcal_audit_on_a_local_hf_folder_and_a_csv(classifier, tmp_path, capsy
     for args, message in [
         (["--model", "hf:bert-base-uncased", "--data", reviews], "offline"),
         (["--model", "digits-cnn", "--data", reviews], "is text data"),
-        (["--model", f"hf:{folder}", "--data", reviews, "--illusion"], "--illusion"),
+        (["--model", f"hf:{folder}", "--data", reviews, "--fixes"], "--fixes"),
+        (["--model", f"hf:{folder}", "--data", reviews, "--illusion", "--split", "all"], "illusion"),
     ]:
         with pytest.raises(SystemExit) as done:
             main(["audit", *args, "--out", str(tmp_path / "x")])

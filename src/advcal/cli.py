@@ -142,9 +142,8 @@ def audit(
     from advcal.text.loading import is_text_audit
 
     if is_text_audit(model or [], data):
-        unsupported = {"--normalize": normalize, "--adv-set": adv_set,
-                       "--illusion": illusion, "--fixes": fixes, "--calibrator": calibrator,
-                       "--ensemble": ensemble}
+        unsupported = {"--normalize": normalize, "--adv-set": adv_set, "--fixes": fixes,
+                       "--calibrator": calibrator, "--ensemble": ensemble}
         given = [flag for flag, value in unsupported.items() if value]
         if given:
             from advcal.errors import ConfigError
@@ -152,7 +151,7 @@ def audit(
             raise ConfigError(f"{', '.join(given)}: not available for text audits yet")
         text_attack = "word" if attack == "pgd" else attack  # pgd, the image default, means "the default"
         _audit_text(model or [], weights, data or "", split, limit, text_column, label_column, eps,
-                    text_attack, queries, steps, bins, seed, bootstrap, profile, out)
+                    text_attack, queries, steps, bins, seed, bootstrap, profile, illusion, out)
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
@@ -591,20 +590,28 @@ EPS_HELP = "ε sweep in input units, fractions allowed: 2/255,4/255,8/255."
 
 def _audit_text(models: list[str], weights: list[Path] | None, data: str, split: str, limit: int | None,
                 text_column: str, label_column: str, eps: str | None, attack: str, queries: int,
-                steps: int | None, bins: int, seed: int, bootstrap: int, profile: str, out: Path) -> None:
-    """``advcal audit`` for text classifiers: load them and the texts, audit, report."""
+                steps: int | None, bins: int, seed: int, bootstrap: int, profile: str, illusion: bool,
+                out: Path) -> None:
+    """``advcal audit`` for text classifiers: load them and the texts, audit, report. With
+    ``illusion``, the check fits and searches its temperatures on the calibration split (at most
+    ``limit`` texts of it too)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from advcal.checks import parse_numbers
-    from advcal.errors import InputError
+    from advcal.errors import ConfigError, InputError
     from advcal.text.audit import audit_text
     from advcal.text.loading import load_text_data, load_text_model
 
     if weights and len(weights) != len(models):
         raise InputError(f"weights: give one --weights per --model ({len(models)}), got {len(weights)}")
+    if illusion and split in ("calibration", "all"):
+        raise ConfigError(f"illusion: the audited split is {split!r}, so no separate calibration split is "
+                          "left to fit temperatures on; audit the test split")
     classifiers = {spec: load_text_model(spec, weights=weights[i] if weights else None)
                    for i, spec in enumerate(models)}
-    texts = load_text_data(data, split=split, limit=limit, text_column=text_column, label_column=label_column)
+    columns = {"text_column": text_column, "label_column": label_column}
+    texts = load_text_data(data, split=split, limit=limit, **columns)
+    calibration = load_text_data(data, split="calibration", limit=limit, **columns) if illusion else None
     params: dict[str, object] = ({"steps": steps} if steps else {}) if attack == "embedding-pgd" else {
         "query_budget": queries}
     with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
@@ -612,6 +619,7 @@ def _audit_text(models: list[str], weights: list[Path] | None, data: str, split:
         tasks = {name: bar.add_task(f"auditing {name}", total=len(texts)) for name in classifiers}
         result = audit_text(classifiers, texts, parse_numbers(eps, "eps") if eps else None, attack, params,
                             n_bins=bins, bootstrap=bootstrap, seed=seed, profile=profile, split=split,
+                            illusion=illusion, calibration=calibration,
                             progress=lambda name, done, total: bar.update(tasks[name], completed=done,
                                                                           total=total))
     _show_and_save(result, out)

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 import advcal
-from advcal.audit.flags import get_profile
+from advcal.audit.flags import get_profile, illusion_flags
 from advcal.audit.pipeline import BatchPasses, ProgressFn, audit_passes
 from advcal.audit.result import AuditResult
 from advcal.checks import check_choice, check_int
@@ -34,6 +34,8 @@ from advcal.text.words import word_diff
 TEXT_ATTACKS = {"word": WordSubstitutionAttack, "char": CharacterAttack, "embedding-pgd": EmbeddingPGD}
 # What the budget of each attack is, and the sweep used when the user gives none.
 BUDGET = {"word": "max_change_fraction", "char": "max_change_fraction", "embedding-pgd": "eps"}
+# The attacks that read the model's scores: the ones an extreme temperature can blind.
+SCORE_ATTACKS = ("word", "char")
 DEFAULT_BUDGETS = {"word": (0.1, 0.2, 0.3), "char": (0.1, 0.2, 0.3), "embedding-pgd": (0.25, 0.5, 1.0)}
 
 
@@ -52,6 +54,8 @@ def audit_text(
     progress: ProgressFn | None = None,
     examples: int = 5,
     split: str = "all",
+    illusion: bool = False,
+    calibration: TextDataset | None = None,
 ) -> AuditResult:
     """Audit each text classifier's calibration on ``data``, clean and under ``attack`` per budget.
 
@@ -67,6 +71,11 @@ def audit_text(
         batch_size: texts per batch (per forward pass of the clean texts).
         examples: how many successful adversarial texts per model to keep for the report.
         split: which part of the source ``data`` is, for the record.
+        illusion: also ask, per model, whether its robustness is genuine or an illusion made by
+            miscalibration (:func:`advcal.text.check_text_illusion` at the middle budget, with
+            the same attack settings); needs a score-based attack (``word`` or ``char``).
+        calibration: the clean texts the illusion check fits its temperature on and searches
+            ``opt`` on (required with ``illusion``; keep them apart from ``data``).
 
     Under torchrun each rank audits whole batches and the statistics are gathered exactly, as in
     the image audit; ``examples`` and ``cost["queries"]`` are each rank's own (not gathered yet,
@@ -84,6 +93,8 @@ def audit_text(
     check_int(batch_size, "batch_size", 1)
     check_int(examples, "examples", 0)
     limits = get_profile(profile)
+    if illusion:
+        _check_illusion_inputs(attack, calibration)
     budgets = list(DEFAULT_BUDGETS[attack]) if budgets is None else [float(b) for b in budgets]
     labels = [f"{b:g}" for b in budgets]
     if not budgets or len(set(labels)) != len(labels):
@@ -108,6 +119,15 @@ def audit_text(
                                     limits, progress, ranks))
         results[-1].cost["queries"] = queries[0]
         results[-1].examples = found
+        if illusion:
+            # Imported here: advcal.text.illusion builds on this module's attack table.
+            from advcal.text.illusion import check_text_illusion
+
+            middle = sorted(budgets)[len(budgets) // 2]
+            checked = check_text_illusion(model, data, calibration, middle, attack, attack_params, seed=seed,
+                                          batch_size=batch_size)
+            results[-1].illusion = checked.to_dict()
+            results[-1].flags.extend(flag.as_dict() for flag in illusion_flags(checked))
     config = {
         "advcal_version": advcal.__version__,
         "data": {"spec": data.name, "split": split, "n_samples": len(data),
@@ -121,11 +141,21 @@ def audit_text(
         "profile": profile,
         "device": str(next(iter(models.values())).device),
         "thresholds": vars(limits),
-        "illusion": False,
+        "illusion": illusion,
         "fixes": False,
         "models": list(models),
     }
     return AuditResult(config=config, models=results)
+
+
+def _check_illusion_inputs(attack: str, calibration: TextDataset | None) -> None:
+    """The illusion check reads the model's scores, and fits a temperature on clean texts."""
+    if attack not in SCORE_ATTACKS:
+        raise InputError(f"illusion: the text illusion check needs a score-based attack (word or char), "
+                         f"got {attack!r}")
+    if not isinstance(calibration, TextDataset) or not len(calibration):
+        raise InputError(f"calibration: the illusion check needs clean calibration texts (a TextDataset), "
+                         f"got {calibration!r}")
 
 
 def text_fingerprint(data: TextDataset) -> str:

@@ -39,11 +39,10 @@ from advcal.illusion.detector import (
 )
 from advcal.illusion.search import log_grid, optimise_temperature
 from advcal.models import check_logits, frozen
-from advcal.text.audit import BUDGET, TEXT_ATTACKS
+from advcal.text.audit import BUDGET, SCORE_ATTACKS, TEXT_ATTACKS
 from advcal.text.data import TextDataset
 from advcal.text.models import TextClassifier
 
-SCORE_ATTACKS = ("word", "char")
 TEXT_TEMPERATURES = log_grid(1e-3, 1e6, per_decade=1)
 
 
@@ -156,8 +155,10 @@ def check_text_illusion(
         cost={"queries": runner.queries, "seconds": runner.seconds,
               "time_of_served_attack": runner.seconds / max(one_run, 1e-12),
               "settled_by_cheap_checks": settled},
-        settings={"advcal_version": advcal.__version__, "budget": budget, "attack": attack, "params": params,
-                  "seed": seed, "batch_size": batch_size, "full": full, "temperatures": list(temperatures),
+        # "eps" is the report's name for the sweep variable, which a text audit's budget is.
+        settings={"advcal_version": advcal.__version__, "budget": budget, "eps": budget, "attack": attack,
+                  "params": params, "seed": seed, "batch_size": batch_size, "full": full,
+                  "temperatures": list(temperatures),
                   "test": {"spec": test.name, "n_samples": len(test)},
                   "calibration": {"spec": calibration.name, "n_samples": len(calibration)}},
     )
