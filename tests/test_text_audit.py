@@ -14,11 +14,13 @@ import torch
 pytest.importorskip("transformers")
 
 from advcal.audit import report_schema
+from advcal.calibration import load_calibrator
 from advcal.cli import main
 from advcal.errors import ConfigError, InputError
 from advcal.report import render_html
 from advcal.text.audit import audit_text
 from advcal.text.data import TextDataset
+from advcal.text.fixes import evaluate_text_fixes
 from advcal.text.illusion import check_text_illusion
 from advcal.text.loading import is_text_audit, load_text_data
 from advcal.text.models import TextClassifier, tiny_text_classifier
@@ -131,6 +133,38 @@ def test_the_text_audit_runs_the_illusion_check(classifier):
         audit_text(classifier, test, [0.5], "char", illusion=True)
 
 
+def test_the_text_fixes_table():
+    """Every calibrator fitted three ways on a noisy, over-confident bag of words, scored under the
+    character attack: frozen and adaptive figures per budget, the verdicts, the flags."""
+    calibration, test = noisy_reviews(2), noisy_reviews(3)  # 90% of the labels right in both
+    found = evaluate_text_fixes(BagOfWords(0.25), calibration, test, [0.2, 0.5], attack="char",
+                                attack_params={"query_budget": 40})
+    assert set(found.baseline) == {"clean", "eps=0.2", "eps=0.5"}
+    assert found.baseline["eps=0.5"]["accuracy"] < found.baseline["clean"]["accuracy"]
+    names = {fix.name for fix in found.fixes}
+    assert names == {"temperature/clean", "temperature/adversarial", "adversarial-temperature/mixed",
+                     *(f"{kind}/{way}" for kind in ("vector", "isotonic", "histogram")
+                       for way in ("clean", "adversarial", "mixed"))}
+    # Over-confident with 10% label noise: temperature scaling fitted on clean texts calibrates it.
+    fix = found.fix("temperature/clean")
+    assert fix.metrics["frozen"]["clean"]["ece"] < found.baseline["clean"]["ece"] - 0.05
+    for fix in found.fixes:
+        for threat in ("frozen", "adaptive"):
+            assert set(fix.metrics[threat]) == set(found.baseline)
+        # A calibrator that keeps the ranking of the scores keeps the attack's choices too.
+        if fix.calibrator in ("temperature", "adversarial-temperature"):
+            for condition in ("eps=0.2", "eps=0.5"):
+                assert fix.metrics["adaptive"][condition]["accuracy"] == pytest.approx(
+                    fix.metrics["frozen"][condition]["accuracy"])
+        if fix.calibrator in ("isotonic", "histogram"):  # the attack on the raw model (BPDA's move)
+            assert fix.metrics["adaptive"] == fix.metrics["frozen"]
+        assert fix.holds in (True, False) and fix.helps in (True, False)
+    assert all(flag["code"] in ("FIX_BACKFIRES", "RETRAIN_NOT_PATCH") for flag in found.flags)
+    assert found.settings["budget"] == "max_change_fraction" and found.settings["test"]["n_samples"] == 40
+    with pytest.raises(ConfigError, match="attack"):
+        evaluate_text_fixes(BagOfWords(), calibration, test, [0.5], attack="embedding-pgd")
+
+
 def test_advcal_audit_on_a_local_hf_folder_and_a_csv(classifier, tmp_path, capsys):
     folder = classifier.save_pretrained(tmp_path / "model")
     data = corpus()
@@ -156,8 +190,8 @@ def test_advcal_audit_on_a_local_hf_folder_and_a_csv(classifier, tmp_path, capsy
     for args, message in [
         (["--model", "hf:bert-base-uncased", "--data", reviews], "offline"),
         (["--model", "digits-cnn", "--data", reviews], "is text data"),
-        (["--model", f"hf:{folder}", "--data", reviews, "--fixes"], "--fixes"),
-        (["--model", f"hf:{folder}", "--data", reviews, "--illusion", "--split", "all"], "illusion"),
+        (["--model", f"hf:{folder}", "--data", reviews, "--calibrator", "x"], "--calibrator"),
+        (["--model", f"hf:{folder}", "--data", reviews, "--fixes", "--split", "all"], "fixes"),
     ]:
         with pytest.raises(SystemExit) as done:
             main(["audit", *args, "--out", str(tmp_path / "x")])
@@ -239,3 +273,36 @@ def test_advcal_illusion_checks_a_text_classifier(classifier, tmp_path, capsys):
     found = json.loads((tmp_path / "found.json").read_text())
     assert found["verdict"] in ("genuine", "suspect", "illusion") and found["settings"]["budget"] == 0.3
     assert set(found["checks"]) >= {"served", "logit", "cal", "sanity", "saturation"}
+
+
+def test_advcal_audit_fixes_and_calibrate_on_a_text_classifier(classifier, tmp_path, capsys):
+    folder = classifier.save_pretrained(tmp_path / "model")
+    path = tmp_path / "reviews.jsonl"
+    path.write_text("".join(json.dumps({"text": t, "label": int(y)}) + "\n"
+                            for t, y in zip(corpus().texts, corpus().labels, strict=True)))
+    common = ["--model", f"hf:{folder}", "--data", f"jsonl:{path}", "--limit", "16", "--eps", "0.5",
+              "--attack", "char", "--queries", "20"]
+    with pytest.raises(SystemExit) as done:
+        main(["audit", *common, "--fixes", "--bootstrap", "10", "--out", str(tmp_path / "report")])
+    assert done.value.code == 0, capsys.readouterr().err
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    jsonschema.validate(report, report_schema())
+    assert report["config"]["fixes"] is True and report["config"]["illusion"] is False
+    model = report["models"][0]
+    assert model["fixes"]["settings"]["calibration"]["n_samples"] == 16
+    assert {fix["calibrator"] for fix in model["fixes"]["fixes"]} >= {"temperature", "isotonic"}
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert "Which calibration fix survives attack?" in page
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as done:
+        main(["calibrate", *common, "--calibrators", "temperature,isotonic", "--fit-on", "clean",
+              "--out", str(tmp_path / "fixes")])
+    assert done.value.code == 0, capsys.readouterr().err
+    assert "temperature/clean" in capsys.readouterr().out
+    saved = json.loads((tmp_path / "fixes" / "fixes.json").read_text())
+    assert [fix["calibrator"] for fix in saved["fixes"]] == ["temperature", "isotonic"]
+    assert load_calibrator(tmp_path / "fixes" / "temperature-clean").kind == "temperature"
+    with pytest.raises(SystemExit) as done:
+        main(["calibrate", *common[:-4], "--attack", "embedding-pgd"])
+    err = capsys.readouterr().err
+    assert done.value.code == 2 and "attack" in err and len(err.strip().splitlines()) == 1, err

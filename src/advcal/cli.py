@@ -142,8 +142,8 @@ def audit(
     from advcal.text.loading import is_text_audit
 
     if is_text_audit(model or [], data):
-        unsupported = {"--normalize": normalize, "--adv-set": adv_set, "--fixes": fixes,
-                       "--calibrator": calibrator, "--ensemble": ensemble}
+        unsupported = {"--normalize": normalize, "--adv-set": adv_set, "--calibrator": calibrator,
+                       "--ensemble": ensemble}
         given = [flag for flag, value in unsupported.items() if value]
         if given:
             from advcal.errors import ConfigError
@@ -151,7 +151,7 @@ def audit(
             raise ConfigError(f"{', '.join(given)}: not available for text audits yet")
         text_attack = "word" if attack == "pgd" else attack  # pgd, the image default, means "the default"
         _audit_text(model or [], weights, data or "", split, limit, text_column, label_column, eps,
-                    text_attack, queries, steps, bins, seed, bootstrap, profile, illusion, out)
+                    text_attack, queries, steps, bins, seed, bootstrap, profile, illusion, fixes, out)
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
@@ -334,28 +334,54 @@ def calibrate(
     )] = "temperature,vector,isotonic,histogram,adversarial-temperature",
     fit_on: Annotated[str, typer.Option(help="Comma-separated: clean, adversarial, mixed.")] = (
         "clean,adversarial,mixed"),
+    queries: Annotated[int, typer.Option(help="Text models: queries per text.")] = 2000,
+    text_column: Annotated[str, typer.Option(help="Text data: the column holding the texts.")] = "text",
+    label_column: Annotated[str, typer.Option(help="Text data: the column holding the labels.")] = "label",
     json_path: Annotated[
         Path | None, typer.Option("--json", help="Also write the fixes table as JSON.")] = None,
     out: Annotated[Path | None, typer.Option(
         help="Save every fitted calibrator in OUT/<kind>-<fit_on>/ (audit with --calibrator).")] = None,
 ) -> None:
-    """Which post-hoc calibration fix survives attack? Fit each, score it clean and attacked."""
+    """Which post-hoc calibration fix survives attack? Fit each, score it clean and attacked.
+
+    Text classifiers (--model hf:DIR or tweets-minilm, --data csv:/jsonl:/tweets) are attacked by
+    the score-based word or char attack (--attack); --eps is then the fractions of words changed.
+    """
     from advcal.atomic import write_json_atomic
     from advcal.audit.pipeline import default_epsilons
     from advcal.calibration import evaluate_fixes
     from advcal.checks import parse_numbers
     from advcal.console import fixes_table
     from advcal.data import load_data
+    from advcal.text.loading import is_text_audit
 
-    test = load_data(data, split=split, limit=limit)
-    (spec, net), = _load_models([model], [weights] if weights else None, normalize,
-                                _class_names(None, test)).items()
-    calibration = load_data(data, split=calibration_split, limit=limit)
-    epsilons = parse_numbers(eps, "eps") if eps else default_epsilons(test)
-    with err_console.status(f"Fitting and attacking calibrators of {spec}…"):
-        found = evaluate_fixes(net, calibration, test, epsilons, attack=attack,
-                               attack_params=_attack_params(attack, steps), seed=seed, batch_size=batch_size,
-                               calibrators=_names(calibrators), fit_on=_names(fit_on))
+    chosen = {"calibrators": _names(calibrators), "fit_on": _names(fit_on)}
+    if is_text_audit([model], data):
+        from advcal.checks import check_choice
+        from advcal.text.audit import DEFAULT_BUDGETS, SCORE_ATTACKS
+        from advcal.text.fixes import evaluate_text_fixes
+        from advcal.text.loading import load_text_data, load_text_model
+
+        text_attack = "word" if attack == "pgd" else attack  # pgd, the image default, means "the default"
+        check_choice(text_attack, "attack", SCORE_ATTACKS)
+        columns = {"text_column": text_column, "label_column": label_column}
+        test = load_text_data(data, split=split, limit=limit, **columns)
+        calibration = load_text_data(data, split=calibration_split, limit=limit, **columns)
+        spec, net = model, load_text_model(model, weights=weights)
+        budgets = parse_numbers(eps, "eps") if eps else list(DEFAULT_BUDGETS[text_attack])
+        with err_console.status(f"Fitting and attacking calibrators of {spec}…"):
+            found = evaluate_text_fixes(net, calibration, test, budgets, attack=text_attack,
+                                        attack_params={"query_budget": queries}, seed=seed, **chosen)
+    else:
+        test = load_data(data, split=split, limit=limit)
+        (spec, net), = _load_models([model], [weights] if weights else None, normalize,
+                                    _class_names(None, test)).items()
+        calibration = load_data(data, split=calibration_split, limit=limit)
+        epsilons = parse_numbers(eps, "eps") if eps else default_epsilons(test)
+        with err_console.status(f"Fitting and attacking calibrators of {spec}…"):
+            found = evaluate_fixes(net, calibration, test, epsilons, attack=attack,
+                                   attack_params=_attack_params(attack, steps), seed=seed,
+                                   batch_size=batch_size, **chosen)
     console.print(fixes_table(found, spec))
     if out is not None:
         for fix in found.fixes:
@@ -591,10 +617,10 @@ EPS_HELP = "ε sweep in input units, fractions allowed: 2/255,4/255,8/255."
 def _audit_text(models: list[str], weights: list[Path] | None, data: str, split: str, limit: int | None,
                 text_column: str, label_column: str, eps: str | None, attack: str, queries: int,
                 steps: int | None, bins: int, seed: int, bootstrap: int, profile: str, illusion: bool,
-                out: Path) -> None:
+                fixes: bool, out: Path) -> None:
     """``advcal audit`` for text classifiers: load them and the texts, audit, report. With
-    ``illusion``, the check fits and searches its temperatures on the calibration split (at most
-    ``limit`` texts of it too)."""
+    ``illusion`` or ``fixes``, the temperatures and calibrators are fitted on the calibration
+    split (at most ``limit`` texts of it too)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from advcal.checks import parse_numbers
@@ -604,14 +630,16 @@ def _audit_text(models: list[str], weights: list[Path] | None, data: str, split:
 
     if weights and len(weights) != len(models):
         raise InputError(f"weights: give one --weights per --model ({len(models)}), got {len(weights)}")
-    if illusion and split in ("calibration", "all"):
-        raise ConfigError(f"illusion: the audited split is {split!r}, so no separate calibration split is "
-                          "left to fit temperatures on; audit the test split")
+    if (illusion or fixes) and split in ("calibration", "all"):
+        raise ConfigError(f"illusion, fixes: the audited split is {split!r}, so no separate calibration "
+                          "split is left to fit on; audit the test split")
     classifiers = {spec: load_text_model(spec, weights=weights[i] if weights else None)
                    for i, spec in enumerate(models)}
     columns = {"text_column": text_column, "label_column": label_column}
     texts = load_text_data(data, split=split, limit=limit, **columns)
-    calibration = load_text_data(data, split="calibration", limit=limit, **columns) if illusion else None
+    calibration = None
+    if illusion or fixes:
+        calibration = load_text_data(data, split="calibration", limit=limit, **columns)
     params: dict[str, object] = ({"steps": steps} if steps else {}) if attack == "embedding-pgd" else {
         "query_budget": queries}
     with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
@@ -619,7 +647,7 @@ def _audit_text(models: list[str], weights: list[Path] | None, data: str, split:
         tasks = {name: bar.add_task(f"auditing {name}", total=len(texts)) for name in classifiers}
         result = audit_text(classifiers, texts, parse_numbers(eps, "eps") if eps else None, attack, params,
                             n_bins=bins, bootstrap=bootstrap, seed=seed, profile=profile, split=split,
-                            illusion=illusion, calibration=calibration,
+                            illusion=illusion, fixes=fixes, calibration=calibration,
                             progress=lambda name, done, total: bar.update(tasks[name], completed=done,
                                                                           total=total))
     _show_and_save(result, out)

@@ -25,8 +25,9 @@ under ``adversarial-temperature``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import torch
 from torch import nn
@@ -50,6 +51,8 @@ RETRAIN_ECE = 0.15
 # ECE differences below this are within the noise of a few hundred samples (the audit's
 # bootstrap intervals on digits are about this wide): not a change worth a flag.
 NOISE = 0.01
+# A split of whatever the model reads: a DataSource of images, a TextDataset of texts.
+Split = TypeVar("Split")
 DEFAULT_CALIBRATORS = ("temperature", "vector", "isotonic", "histogram", "adversarial-temperature")
 
 
@@ -120,23 +123,20 @@ def evaluate_fixes(
         seed, batch_size, n_bins: attack seed, samples per pass, ECE bins.
     """
     check_int(batch_size, "batch_size", 1)
-    unknown = [kind for kind in calibrators if kind not in CALIBRATORS]
-    if unknown or not calibrators:
-        raise ConfigError(f"calibrators: expected some of {', '.join(CALIBRATORS)}, got {list(calibrators)}")
-    bad = [way for way in fit_on if way not in FIT_ON]
-    if bad or not fit_on:
-        raise ConfigError(f"fit_on: expected some of {', '.join(FIT_ON)}, got {list(fit_on)}")
+    check_fix_choices(calibrators, fit_on)
     epsilons = [float(e) for e in epsilons]
     attacker = get_attack(attack, eps=epsilons, seed=seed, **dict(attack_params or {}))
     device = module_device(model)
 
-    def attacked(target: nn.Module, data: DataSource, calibrated: bool) -> list[torch.Tensor]:
-        """Logits per ε of ``target`` at adversarial examples crafted against ``target``."""
+    def attacked(data: DataSource, fitted: Calibrator | None) -> list[torch.Tensor]:
+        """Logits per ε at adversarial examples crafted against the model, or against the model
+        calibrated by ``fitted`` (end to end: :func:`attack_calibrated`)."""
+        target = model if fitted is None else fitted.wrap(model)
         parts: list[list[torch.Tensor]] = [[] for _ in epsilons]
         for index, x, y in data.batches(batch_size):
             x, y = x.to(device), y.to(device)
-            results = attack_calibrated(attacker, target, x, y, index) if calibrated else attacker(
-                target, x, y, index=index)
+            results = attacker(target, x, y, index=index) if fitted is None else attack_calibrated(
+                attacker, target, x, y, index)
             for k, result in enumerate(results):
                 parts[k].append(result.logits.detach().double().cpu())
         return [torch.cat(chunks) for chunks in parts]
@@ -146,45 +146,8 @@ def evaluate_fixes(
             return torch.cat([check_logits(model(x.to(device)), len(x), "model").double().cpu()
                               for _, x, _ in data.batches(batch_size)])
 
-    def figures(clean: torch.Tensor, per_eps: list[torch.Tensor]) -> dict[str, dict[str, float]]:
-        out = {"clean": _metrics(clean, test.y, n_bins)}
-        out.update({f"eps={eps:g}": _metrics(logits, test.y, n_bins) for eps, logits in zip(epsilons, per_eps,
-                                                                                            strict=True)})
-        return out
-
-    cal_clean = clean_logits(calibration)
-    cal_adversarial = attacked(model, calibration, calibrated=False)
-    test_clean = clean_logits(test)
-    test_frozen = attacked(model, test, calibrated=False)
-    baseline = figures(test_clean, test_frozen)
-    fit_data = {
-        "clean": (cal_clean, calibration.y),
-        "adversarial": (torch.cat(cal_adversarial), calibration.y.repeat(len(epsilons))),
-        "mixed": (torch.cat([cal_clean, *cal_adversarial]), calibration.y.repeat(len(epsilons) + 1)),
-    }
-    fixes = []
-    for kind in calibrators:
-        ways = [w for w in fit_on if not (kind == "temperature" and w == "mixed"
-                                          and AdversarialTemperatureScaling.kind in calibrators)]
-        for way in (("mixed",) if kind == AdversarialTemperatureScaling.kind else ways):
-            if kind == AdversarialTemperatureScaling.kind:
-                fitted = AdversarialTemperatureScaling().fit(
-                    cal_clean, calibration.y, adversarial_logits=torch.cat(cal_adversarial),
-                    adversarial_labels=calibration.y.repeat(len(epsilons)))
-            else:
-                fitted = CALIBRATORS[kind]().fit(*fit_data[way])
-            clean = fitted.transform(test_clean)
-            frozen_set = [fitted.transform(logits) for logits in test_frozen]
-            # BPDA attacks the raw model: for non-differentiable calibrators the adaptive
-            # attacker's inputs are the frozen set's (same attack, same per-sample seeds).
-            adaptive = frozen_set
-            if fitted.differentiable:
-                adaptive = attacked(fitted.wrap(model), test, calibrated=True)
-            fixes.append(Fix(kind, way, fitted, {
-                "frozen": figures(clean, frozen_set),
-                "adaptive": figures(clean, adaptive),
-            }))
-    flags = _judge(baseline, fixes, epsilons)
+    baseline, fixes, flags = fixes_table(clean_logits, attacked, calibration, test, calibration.y, test.y,
+                                         epsilons, calibrators, fit_on, n_bins)
     return FixesReport(
         baseline=baseline, fixes=fixes, flags=flags,
         settings={"advcal_version": advcal.__version__, "epsilons": epsilons, "attack": attacker.params(),
@@ -193,6 +156,74 @@ def evaluate_fixes(
                                   "n_samples": len(calibration)},
                   "test": {"spec": test.name, "split": test.split, "n_samples": len(test)}},
     )
+
+
+def check_fix_choices(calibrators: Sequence[str], fit_on: Sequence[str]) -> None:
+    """Refuse unknown calibrator kinds and fitting ways."""
+    unknown = [kind for kind in calibrators if kind not in CALIBRATORS]
+    if unknown or not calibrators:
+        raise ConfigError(f"calibrators: expected some of {', '.join(CALIBRATORS)}, got {list(calibrators)}")
+    bad = [way for way in fit_on if way not in FIT_ON]
+    if bad or not fit_on:
+        raise ConfigError(f"fit_on: expected some of {', '.join(FIT_ON)}, got {list(fit_on)}")
+
+
+def fixes_table(
+    clean_logits: Callable[[Split], torch.Tensor],
+    attacked: Callable[[Split, Calibrator | None], list[torch.Tensor]],
+    calibration: Split,
+    test: Split,
+    calibration_labels: torch.Tensor,
+    test_labels: torch.Tensor,
+    epsilons: list[float],
+    calibrators: Sequence[str],
+    fit_on: Sequence[str],
+    n_bins: int,
+) -> tuple[dict[str, dict[str, dict[str, float]]], list[Fix], list[dict[str, object]]]:
+    """The baseline, every fix and the flags, whatever the inputs are (images or texts).
+
+    ``clean_logits(split)`` gives the model's logits on a split; ``attacked(split, None)`` the
+    logits per ε at examples crafted against the uncalibrated model, ``attacked(split, fitted)``
+    those crafted against the model calibrated by ``fitted`` (asked for differentiable
+    calibrators only: for the others the adaptive attacker's best move is the attack on the
+    raw model, BPDA's, which the frozen set already is).
+    """
+    def figures(clean: torch.Tensor, per_eps: list[torch.Tensor]) -> dict[str, dict[str, float]]:
+        out = {"clean": _metrics(clean, test_labels, n_bins)}
+        out.update({f"eps={eps:g}": _metrics(logits, test_labels, n_bins)
+                    for eps, logits in zip(epsilons, per_eps, strict=True)})
+        return out
+
+    cal_clean = clean_logits(calibration)
+    cal_adversarial = attacked(calibration, None)
+    test_clean = clean_logits(test)
+    test_frozen = attacked(test, None)
+    baseline = figures(test_clean, test_frozen)
+    repeated = calibration_labels.repeat(len(epsilons))
+    fit_data = {
+        "clean": (cal_clean, calibration_labels),
+        "adversarial": (torch.cat(cal_adversarial), repeated),
+        "mixed": (torch.cat([cal_clean, *cal_adversarial]), calibration_labels.repeat(len(epsilons) + 1)),
+    }
+    fixes = []
+    for kind in calibrators:
+        ways = [w for w in fit_on if not (kind == "temperature" and w == "mixed"
+                                          and AdversarialTemperatureScaling.kind in calibrators)]
+        for way in (("mixed",) if kind == AdversarialTemperatureScaling.kind else ways):
+            if kind == AdversarialTemperatureScaling.kind:
+                fitted = AdversarialTemperatureScaling().fit(
+                    cal_clean, calibration_labels, adversarial_logits=torch.cat(cal_adversarial),
+                    adversarial_labels=repeated)
+            else:
+                fitted = CALIBRATORS[kind]().fit(*fit_data[way])
+            clean = fitted.transform(test_clean)
+            frozen_set = [fitted.transform(logits) for logits in test_frozen]
+            adaptive = attacked(test, fitted) if fitted.differentiable else frozen_set
+            fixes.append(Fix(kind, way, fitted, {
+                "frozen": figures(clean, frozen_set),
+                "adaptive": figures(clean, adaptive),
+            }))
+    return baseline, fixes, _judge(baseline, fixes, epsilons)
 
 
 def _metrics(logits: torch.Tensor, labels: torch.Tensor, n_bins: int) -> dict[str, float]:

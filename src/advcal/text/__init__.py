@@ -35,6 +35,8 @@ from advcal.text.data import (
     split_text_dataset,
 )
 from advcal.text.embedding_pgd import EmbeddingAttackResult, EmbeddingPGD
+from advcal.text.fixes import evaluate_text_fixes
+from advcal.text.illusion import check_text_illusion
 from advcal.text.loading import is_text_audit, load_text_data, load_text_model
 from advcal.text.models import TextClassifier, from_hf, minilm_classifier, tiny_text_classifier
 from advcal.text.synonyms import (
@@ -74,7 +76,9 @@ __all__ = [
     "WordSubstitutionAttack",
     "audit_text",
     "character_edits",
+    "check_text_illusion",
     "count_changed_words",
+    "evaluate_text_fixes",
     "from_hf",
     "is_stop_word",
     "is_text_audit",

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 import advcal
-from advcal.audit.flags import get_profile, illusion_flags
+from advcal.audit.flags import fix_flag, get_profile, illusion_flags
 from advcal.audit.pipeline import BatchPasses, ProgressFn, audit_passes
 from advcal.audit.result import AuditResult
 from advcal.checks import check_choice, check_int
@@ -55,6 +55,7 @@ def audit_text(
     examples: int = 5,
     split: str = "all",
     illusion: bool = False,
+    fixes: bool = False,
     calibration: TextDataset | None = None,
 ) -> AuditResult:
     """Audit each text classifier's calibration on ``data``, clean and under ``attack`` per budget.
@@ -74,8 +75,12 @@ def audit_text(
         illusion: also ask, per model, whether its robustness is genuine or an illusion made by
             miscalibration (:func:`advcal.text.check_text_illusion` at the middle budget, with
             the same attack settings); needs a score-based attack (``word`` or ``char``).
+        fixes: also fit every post-hoc calibrator on ``calibration`` and score it clean and
+            under attack (:func:`advcal.text.evaluate_text_fixes`: the "fixes" table); needs a
+            score-based attack too.
         calibration: the clean texts the illusion check fits its temperature on and searches
-            ``opt`` on (required with ``illusion``; keep them apart from ``data``).
+            ``opt`` on, and the fixes are fitted on (required with ``illusion`` or ``fixes``;
+            keep them apart from ``data``).
 
     Under torchrun each rank audits whole batches and the statistics are gathered exactly, as in
     the image audit; ``examples`` and ``cost["queries"]`` are each rank's own (not gathered yet,
@@ -93,8 +98,8 @@ def audit_text(
     check_int(batch_size, "batch_size", 1)
     check_int(examples, "examples", 0)
     limits = get_profile(profile)
-    if illusion:
-        _check_illusion_inputs(attack, calibration)
+    if illusion or fixes:
+        _check_calibration_inputs(attack, calibration)
     budgets = list(DEFAULT_BUDGETS[attack]) if budgets is None else [float(b) for b in budgets]
     labels = [f"{b:g}" for b in budgets]
     if not budgets or len(set(labels)) != len(labels):
@@ -120,7 +125,7 @@ def audit_text(
         results[-1].cost["queries"] = queries[0]
         results[-1].examples = found
         if illusion:
-            # Imported here: advcal.text.illusion builds on this module's attack table.
+            # Imported here: advcal.text.illusion and .fixes build on this module's attack table.
             from advcal.text.illusion import check_text_illusion
 
             middle = sorted(budgets)[len(budgets) // 2]
@@ -128,6 +133,14 @@ def audit_text(
                                           batch_size=batch_size)
             results[-1].illusion = checked.to_dict()
             results[-1].flags.extend(flag.as_dict() for flag in illusion_flags(checked))
+        if fixes:
+            from advcal.text.fixes import evaluate_text_fixes
+
+            table = evaluate_text_fixes(model, calibration, data, budgets, attack=attack,
+                                        attack_params=attack_params, seed=seed, batch_size=batch_size,
+                                        n_bins=n_bins)
+            results[-1].fixes = table.to_dict()
+            results[-1].flags.extend(fix_flag(flag).as_dict() for flag in table.flags)
     config = {
         "advcal_version": advcal.__version__,
         "data": {"spec": data.name, "split": split, "n_samples": len(data),
@@ -142,20 +155,20 @@ def audit_text(
         "device": str(next(iter(models.values())).device),
         "thresholds": vars(limits),
         "illusion": illusion,
-        "fixes": False,
+        "fixes": fixes,
         "models": list(models),
     }
     return AuditResult(config=config, models=results)
 
 
-def _check_illusion_inputs(attack: str, calibration: TextDataset | None) -> None:
-    """The illusion check reads the model's scores, and fits a temperature on clean texts."""
+def _check_calibration_inputs(attack: str, calibration: TextDataset | None) -> None:
+    """The illusion check and the fixes read the model's scores, and fit on clean texts."""
     if attack not in SCORE_ATTACKS:
-        raise InputError(f"illusion: the text illusion check needs a score-based attack (word or char), "
+        raise InputError(f"illusion, fixes: for text these need a score-based attack (word or char), "
                          f"got {attack!r}")
     if not isinstance(calibration, TextDataset) or not len(calibration):
-        raise InputError(f"calibration: the illusion check needs clean calibration texts (a TextDataset), "
-                         f"got {calibration!r}")
+        raise InputError(f"calibration: the illusion check and the fixes need clean calibration texts "
+                         f"(a TextDataset), got {calibration!r}")
 
 
 def text_fingerprint(data: TextDataset) -> str:

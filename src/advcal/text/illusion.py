@@ -38,10 +38,9 @@ from advcal.illusion.detector import (
     lowest_check,
 )
 from advcal.illusion.search import log_grid, optimise_temperature
-from advcal.models import check_logits, frozen
 from advcal.text.audit import BUDGET, SCORE_ATTACKS, TEXT_ATTACKS
 from advcal.text.data import TextDataset
-from advcal.text.models import TextClassifier
+from advcal.text.models import TextClassifier, classifier_logits
 
 TEXT_TEMPERATURES = log_grid(1e-3, 1e6, per_decade=1)
 
@@ -67,12 +66,7 @@ class _TextRunner:
         return hits / len(data)
 
     def logits(self, data: TextDataset) -> torch.Tensor:
-        parts = []
-        with frozen(self.model), torch.no_grad():
-            for first in range(0, len(data), self.batch_size):
-                texts = data.texts[first:first + self.batch_size]
-                parts.append(check_logits(self.model(texts), len(texts), "text classifier").double().cpu())
-        return torch.cat(parts)
+        return classifier_logits(self.model, data.texts, self.batch_size)
 
 
 def check_text_illusion(

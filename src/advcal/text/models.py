@@ -33,6 +33,7 @@ from torch import nn
 from advcal._torchvision import ensure_torchvision_importable
 from advcal.checks import check_int, check_positive
 from advcal.errors import ConfigError, InputError, MissingDependencyError, describe
+from advcal.models import check_logits, frozen
 
 INSTALL_HINT = "pip install 'advcal[text]'"
 # The word-level tokenizer's special tokens, in id order: padding must be id 0 because BERT's
@@ -64,6 +65,17 @@ def check_texts(texts: object, name: str = "texts") -> list[str]:
         if not isinstance(text, str):
             raise InputError(f"{name}[{i}]: expected a string, got {describe(text)}")
     return list(texts)
+
+
+def classifier_logits(model: nn.Module, texts: Sequence[str], batch_size: int) -> torch.Tensor:
+    """float64 logits ``(N, classes)`` of ``texts`` on the CPU, ``batch_size`` texts per pass, in
+    eval mode without gradients."""
+    parts = []
+    with frozen(model), torch.no_grad():
+        for first in range(0, len(texts), batch_size):
+            batch = list(texts[first:first + batch_size])
+            parts.append(check_logits(model(batch), len(batch), "text classifier").double().cpu())
+    return torch.cat(parts)
 
 
 class TextClassifier(nn.Module):
