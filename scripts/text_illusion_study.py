@@ -1,10 +1,8 @@
 """The text reproduction of docs/illusion.md: the paper's Table 2 on the MiniLM tweet classifier.
 
-    python scripts/text_illusion_study.py --parts train                 # the trained heads (~15 min)
-    python scripts/text_illusion_study.py --parts table2 --attacks char --results /tmp/char.json
-    python scripts/text_illusion_study.py --parts table2 --attacks word --results /tmp/word.json
-    python scripts/text_illusion_study.py --parts sweep --results /tmp/sweep.json
-    python scripts/text_illusion_study.py --merge /tmp/char.json /tmp/word.json /tmp/sweep.json
+    python scripts/text_illusion_study.py --threads 2        # everything: ~40 min on 2 CPU cores
+    python scripts/text_illusion_study.py --parts table2 --attacks word --models cold --results /tmp/cold.json
+    python scripts/text_illusion_study.py --merge /tmp/all.json /tmp/cold.json     # print merged tables
 
 Models (all all-MiniLM-L6-v2 with a linear head on the binary tweet task, encoder frozen):
 ``baseline`` (the shipped ``tweets-minilm``), ``cold`` and ``hot`` (the same served at T = 1e-3
@@ -17,7 +15,8 @@ adversarial accuracy on the first ``--test-limit`` test tweets as served, after 
 attack through the temperature fitted by NLL on ``--cal-limit`` clean calibration tweets) and
 after ``opt`` (the temperature minimising adversarial accuracy on ``--opt-limit`` calibration
 tweets). Every (model, attack) result is kept in ``--results`` (written atomically after each),
-so an interrupted run resumes and parts can run as parallel processes.
+so an interrupted run resumes. One process is the fastest way to run it all: its encoder cache
+(:class:`SharedEncoderCache`) serves every model, attack and temperature.
 """
 
 from __future__ import annotations
@@ -26,6 +25,7 @@ import argparse
 import json
 import tempfile
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 
@@ -79,7 +79,33 @@ def trained_head(name: str, folder: Path, train_limit: int, epochs: int) -> Text
     return run.model
 
 
-def adversarial_accuracy(model: TextClassifier, data, attack: str, budget: float, queries: int,
+class SharedEncoderCache:
+    """A study model whose sentence embeddings come from a cache shared by every model.
+
+    All the study's models are one frozen MiniLM encoder with different heads and inference
+    temperatures, and the attacks re-query the same texts across runs (served, ``cal``, each
+    temperature ``opt`` tries, each head). Each distinct text is encoded once; the logits are
+    this model's head on the cached embedding over its temperature, as ``TextClassifier`` computes
+    them. The attacks still count every query against their budgets.
+    """
+
+    embeddings: ClassVar[dict[str, torch.Tensor]] = {}  # shared by every instance: one encoder
+
+    def __init__(self, model: TextClassifier) -> None:
+        self.model = model.eval()
+
+    def __call__(self, texts: list[str]) -> torch.Tensor:
+        missing = list(dict.fromkeys(t for t in texts if t not in self.embeddings))
+        with torch.no_grad():
+            for first in range(0, len(missing), 64):
+                chunk = missing[first:first + 64]
+                pooled = self.model.body.sentence_embedding(*self.model.embed(chunk))
+                self.embeddings.update(zip(chunk, pooled, strict=True))
+            pooled = torch.stack([self.embeddings[t] for t in texts])
+            return self.model.body.head(pooled) / self.model.temperature
+
+
+def adversarial_accuracy(model: SharedEncoderCache, data, attack: str, budget: float, queries: int,
                          loss_temperature: float = 1.0) -> float:
     made = TEXT_ATTACKS[attack](**{BUDGET[attack]: budget, "seed": SEED, "query_budget": queries,
                                    "loss_temperature": loss_temperature})
@@ -91,12 +117,12 @@ def adversarial_accuracy(model: TextClassifier, data, attack: str, budget: float
     return hits / len(data)
 
 
-def logits_of(model: TextClassifier, texts: list[str]) -> torch.Tensor:
-    with torch.no_grad():
-        return torch.cat([model(texts[i:i + 64]) for i in range(0, len(texts), 64)]).double()
+def logits_of(model: SharedEncoderCache, texts: list[str]) -> torch.Tensor:
+    return torch.cat([model(texts[i:i + 64]) for i in range(0, len(texts), 64)]).double()
 
 
-def study(model: TextClassifier, attack: str, args: argparse.Namespace, with_opt: bool) -> dict[str, object]:
+def study(model: SharedEncoderCache, attack: str, args: argparse.Namespace,
+          with_opt: bool) -> dict[str, object]:
     """Clean accuracy and ECE, then adversarial accuracy as served, after cal and (maybe) opt."""
     from advcal.metrics import calibration_report
 
@@ -179,7 +205,7 @@ def main() -> None:
             if key in results:
                 continue
             print(f"{key} ...", flush=True)
-            results[key] = study(build(), attack, args, with_opt)
+            results[key] = study(SharedEncoderCache(build()), attack, args, with_opt)
             print(f"  {results[key]}", flush=True)
             write_json_atomic(args.results, results)
     print(markdown(results))
