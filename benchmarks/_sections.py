@@ -8,7 +8,8 @@ from pathlib import Path
 HEADER = (
     "# Benchmarks\n\n"
     "Each section is written by the script it names, on the machine it names; rerun the script "
-    "to refresh it. Times are medians after a warm-up; ratios compare tools in the same run.\n"
+    "to refresh it. Times are medians after a warm-up (the audit benchmark: best of its rounds, "
+    "as it says); ratios compare tools in the same run.\n"
 )
 
 
