@@ -190,7 +190,9 @@ def test_advcal_audit_on_a_local_hf_folder_and_a_csv(classifier, tmp_path, capsy
     for args, message in [
         (["--model", "hf:bert-base-uncased", "--data", reviews], "offline"),
         (["--model", "digits-cnn", "--data", reviews], "is text data"),
-        (["--model", f"hf:{folder}", "--data", reviews, "--calibrator", "x"], "--calibrator"),
+        (["--model", f"hf:{folder}", "--data", reviews, "--normalize", "0.5,0.5"], "--normalize"),
+        (["--model", f"hf:{folder}", "--data", reviews, "--text-column", "review", "--label-column",
+          "sentiment", "--calibrator", str(tmp_path)], "no saved calibrator"),
         (["--model", f"hf:{folder}", "--data", reviews, "--fixes", "--split", "all"], "fixes"),
     ]:
         with pytest.raises(SystemExit) as done:
@@ -302,6 +304,18 @@ def test_advcal_audit_fixes_and_calibrate_on_a_text_classifier(classifier, tmp_p
     saved = json.loads((tmp_path / "fixes" / "fixes.json").read_text())
     assert [fix["calibrator"] for fix in saved["fixes"]] == ["temperature", "isotonic"]
     assert load_calibrator(tmp_path / "fixes" / "temperature-clean").kind == "temperature"
+    # The saved calibrators wrap the classifiers of a text audit, alone or as one ensemble.
+    twin = classifier.save_pretrained(tmp_path / "twin")
+    fitted = tmp_path / "fixes"
+    with pytest.raises(SystemExit) as done:
+        main(["audit", *common, "--model", f"hf:{twin}", "--calibrator", str(fitted / "temperature-clean"),
+              "--calibrator", str(fitted / "isotonic-clean"), "--ensemble", "--bootstrap", "10",
+              "--out", str(tmp_path / "calibrated")])
+    assert done.value.code == 0, capsys.readouterr().err
+    (audited,) = json.loads((tmp_path / "calibrated" / "report.json").read_text())["models"]
+    assert audited["name"] == (f"ensemble(hf:{folder} + temperature (temperature-clean) + "
+                               f"hf:{twin} + isotonic (isotonic-clean))")
+    assert audited["attacks"][0]["eps"] == 0.5
     with pytest.raises(SystemExit) as done:
         main(["calibrate", *common[:-4], "--attack", "embedding-pgd"])
     err = capsys.readouterr().err

@@ -142,8 +142,7 @@ def audit(
     from advcal.text.loading import is_text_audit
 
     if is_text_audit(model or [], data):
-        unsupported = {"--normalize": normalize, "--adv-set": adv_set, "--calibrator": calibrator,
-                       "--ensemble": ensemble}
+        unsupported = {"--normalize": normalize, "--adv-set": adv_set}
         given = [flag for flag, value in unsupported.items() if value]
         if given:
             from advcal.errors import ConfigError
@@ -151,7 +150,8 @@ def audit(
             raise ConfigError(f"{', '.join(given)}: not available for text audits yet")
         text_attack = "word" if attack == "pgd" else attack  # pgd, the image default, means "the default"
         _audit_text(model or [], weights, data or "", split, limit, text_column, label_column, eps,
-                    text_attack, queries, steps, bins, seed, bootstrap, profile, illusion, fixes, out)
+                    text_attack, queries, steps, bins, seed, bootstrap, profile, illusion, fixes, calibrator,
+                    ensemble, out)
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
@@ -169,11 +169,7 @@ def audit(
         source = load_data(data or "digits", split=split, limit=limit)
     models = _load_models(model or ["digits-cnn", "digits-cnn-at"], weights, normalize,
                           _class_names(classes, source))
-    models = _calibrated(models, calibrator)
-    if ensemble:
-        from advcal.models import Ensemble
-
-        models = {"ensemble(" + " + ".join(models) + ")": Ensemble(list(models.values()))}
+    models = _calibrated(models, calibrator, ensemble)
     epsilons = parse_numbers(eps, "eps") if eps else None
     params = _attack_params(attack, steps)
     with joined(device) as ranks:  # under torchrun: every rank audits its part, rank 0 reports
@@ -617,7 +613,7 @@ EPS_HELP = "ε sweep in input units, fractions allowed: 2/255,4/255,8/255."
 def _audit_text(models: list[str], weights: list[Path] | None, data: str, split: str, limit: int | None,
                 text_column: str, label_column: str, eps: str | None, attack: str, queries: int,
                 steps: int | None, bins: int, seed: int, bootstrap: int, profile: str, illusion: bool,
-                fixes: bool, out: Path) -> None:
+                fixes: bool, calibrator: list[Path] | None, ensemble: bool, out: Path) -> None:
     """``advcal audit`` for text classifiers: load them and the texts, audit, report. With
     ``illusion`` or ``fixes``, the temperatures and calibrators are fitted on the calibration
     split (at most ``limit`` texts of it too)."""
@@ -633,8 +629,8 @@ def _audit_text(models: list[str], weights: list[Path] | None, data: str, split:
     if (illusion or fixes) and split in ("calibration", "all"):
         raise ConfigError(f"illusion, fixes: the audited split is {split!r}, so no separate calibration "
                           "split is left to fit on; audit the test split")
-    classifiers = {spec: load_text_model(spec, weights=weights[i] if weights else None)
-                   for i, spec in enumerate(models)}
+    classifiers = _calibrated({spec: load_text_model(spec, weights=weights[i] if weights else None)
+                               for i, spec in enumerate(models)}, calibrator, ensemble)
     columns = {"text_column": text_column, "label_column": label_column}
     texts = load_text_data(data, split=split, limit=limit, **columns)
     calibration = None
@@ -698,21 +694,25 @@ def _class_names(classes: Path | None, data: object) -> list[str]:
     return [name.replace("_", " ") for name in data.classes]
 
 
-def _calibrated(models: dict, calibrators: list[Path] | None) -> dict:
-    """Each model wrapped by its calibrator (one per model, in order), renamed after it."""
-    if not calibrators:
-        return models
+def _calibrated(models: dict, calibrators: list[Path] | None, ensemble: bool) -> dict:
+    """Each model wrapped by its calibrator (one per model, in order), renamed after it; then,
+    with ``ensemble``, all of them as one ensemble (probabilities averaged)."""
     from advcal.calibration import load_calibrator
     from advcal.errors import InputError
+    from advcal.models import Ensemble
 
-    if len(calibrators) != len(models):
-        raise InputError(
-            f"calibrator: give one --calibrator per --model ({len(models)}), got {len(calibrators)}")
-    out = {}
-    for (name, net), folder in zip(models.items(), calibrators, strict=True):
-        fitted = load_calibrator(folder)
-        out[f"{name} + {fitted.kind} ({folder.name})"] = fitted.wrap(net)
-    return out
+    if calibrators:
+        if len(calibrators) != len(models):
+            raise InputError(
+                f"calibrator: give one --calibrator per --model ({len(models)}), got {len(calibrators)}")
+        wrapped = {}
+        for (name, net), folder in zip(models.items(), calibrators, strict=True):
+            fitted = load_calibrator(folder)
+            wrapped[f"{name} + {fitted.kind} ({folder.name})"] = fitted.wrap(net)
+        models = wrapped
+    if ensemble:
+        models = {"ensemble(" + " + ".join(models) + ")": Ensemble(list(models.values()))}
+    return models
 
 
 def _attack_params(attack: str, steps: int | None) -> dict[str, int]:

@@ -16,12 +16,14 @@ from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
+from torch import nn
 
 import advcal
 from advcal.audit.flags import fix_flag, get_profile, illusion_flags
 from advcal.audit.pipeline import BatchPasses, ProgressFn, audit_passes
 from advcal.audit.result import AuditResult
 from advcal.checks import check_choice, check_int
+from advcal.devices import module_device
 from advcal.distributed import rank_positions, world
 from advcal.errors import InputError
 from advcal.models import check_logits, frozen
@@ -40,7 +42,7 @@ DEFAULT_BUDGETS = {"word": (0.1, 0.2, 0.3), "char": (0.1, 0.2, 0.3), "embedding-
 
 
 def audit_text(
-    models: TextClassifier | Mapping[str, TextClassifier],
+    models: nn.Module | Mapping[str, nn.Module],
     data: TextDataset,
     budgets: Sequence[float] | None = None,
     attack: str = "word",
@@ -61,7 +63,9 @@ def audit_text(
     """Audit each text classifier's calibration on ``data``, clean and under ``attack`` per budget.
 
     Args:
-        models: a :class:`~advcal.text.TextClassifier`, or name -> classifier.
+        models: a :class:`~advcal.text.TextClassifier`, or name -> classifier. For the word and
+            char attacks any ``nn.Module`` mapping a list of texts to logits will do (a
+            classifier wrapped by a calibrator, an ensemble); embedding PGD needs a TextClassifier.
         data: the texts and labels (:func:`advcal.text.parse_text_source`).
         budgets: the sweep (the report's "ε"): fractions of words changed for ``word`` and
             ``char``, the per-token L2 radius for ``embedding-pgd`` (default: ``DEFAULT_BUDGETS``).
@@ -86,15 +90,19 @@ def audit_text(
     the image audit; ``examples`` and ``cost["queries"]`` are each rank's own (not gathered yet,
     and ``advcal audit`` runs text audits in one process).
     """
-    if isinstance(models, TextClassifier):
+    if isinstance(models, nn.Module):
         models = {"text-classifier": models}
     if not models:
         raise InputError("models: expected at least one text classifier")
-    for name, model in models.items():
-        if not isinstance(model, TextClassifier):
-            raise InputError(f"models[{name!r}]: expected an advcal.text.TextClassifier, "
-                             f"got {type(model).__name__}")
     check_choice(attack, "attack", tuple(TEXT_ATTACKS))
+    # The score-based attacks only call the model on texts (a calibrated or ensembled classifier
+    # will do); embedding PGD needs the embedding layer of a TextClassifier.
+    wanted = TextClassifier if attack == "embedding-pgd" else nn.Module
+    for name, model in models.items():
+        if not isinstance(model, wanted):
+            expected = "an advcal.text.TextClassifier" if attack == "embedding-pgd" else "a torch.nn.Module"
+            raise InputError(f"models[{name!r}]: expected {expected} for the {attack} attack, "
+                             f"got {type(model).__name__}")
     check_int(batch_size, "batch_size", 1)
     check_int(examples, "examples", 0)
     limits = get_profile(profile)
@@ -152,7 +160,7 @@ def audit_text(
         "seed": seed,
         "batch_size": batch_size,
         "profile": profile,
-        "device": str(next(iter(models.values())).device),
+        "device": str(module_device(next(iter(models.values())))),
         "thresholds": vars(limits),
         "illusion": illusion,
         "fixes": fixes,
