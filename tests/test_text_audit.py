@@ -161,6 +161,7 @@ def test_the_text_fixes_table():
         assert fix.holds in (True, False) and fix.helps in (True, False)
     assert all(flag["code"] in ("FIX_BACKFIRES", "RETRAIN_NOT_PATCH") for flag in found.flags)
     assert found.settings["budget"] == "max_change_fraction" and found.settings["test"]["n_samples"] == 40
+    assert (found.settings["attack"]["attack"], found.settings["attack"]["method"]) == ("char", "deepwordbug")
     with pytest.raises(ConfigError, match="attack"):
         evaluate_text_fixes(BagOfWords(), calibration, test, [0.5], attack="embedding-pgd")
 

@@ -75,10 +75,12 @@ def evaluate_text_fixes(
     baseline, fixes, flags = fixes_table(clean_logits, attacked, calibration, test,
                                          torch.from_numpy(calibration.labels), torch.from_numpy(test.labels),
                                          budgets, calibrators, fit_on, n_bins)
+    params = attackers[0].params
     return FixesReport(
         baseline=baseline, fixes=fixes, flags=flags,
         settings={"advcal_version": advcal.__version__, "epsilons": budgets, "budget": BUDGET[attack],
-                  "attack": {**attackers[0].params, "attack": attack}, "calibrators": list(calibrators),
+                  "attack": {**params, "attack": attack, "method": params["attack"]},
+                  "calibrators": list(calibrators),
                   "fit_on": list(fit_on), "n_bins": n_bins,
                   "calibration": {"spec": calibration.name, "n_samples": len(calibration)},
                   "test": {"spec": test.name, "n_samples": len(test)}},
