@@ -126,12 +126,12 @@ def test_advcal_train_fine_tunes_a_local_hf_folder(tmp_path, capsys):
     with pytest.raises(SystemExit) as done:
         main(["train", "--model", f"hf:{folder}", "--data", f"jsonl:{path}", "--text-column", "review",
               "--label-column", "stars", "--recipe", "pgd-at", "--eps", "0.03", "--steps", "2",
-              "--epochs", "6", "--lr", "0.02",
+              "--epochs", "10", "--lr", "0.003",  # past the plateau a tiny random BERT sits on first
               "--batch-size", "8", "--val-limit", "16", "--out", str(out)])
     assert done.value.code == 0
     assert "hf:" in capsys.readouterr().out
     tuned = from_hf(out / "model")
-    assert len(read_log(out)) == 6
+    assert len(read_log(out)) == 10
     with torch.no_grad():
         accuracy = float((tuned(data.texts).argmax(1) == torch.from_numpy(data.labels)).float().mean())
     assert accuracy > 0.8
