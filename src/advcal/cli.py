@@ -5,6 +5,7 @@ Errors a user can cause print one line on stderr and exit with status 2, never a
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -721,6 +722,11 @@ def _attack_params(attack: str, steps: int | None) -> dict[str, int]:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``advcal`` console script."""
+    # Hugging Face's "Loading weights" bars would interleave with advcal's own progress and its
+    # one-line errors: the command turns them off unless the user set the variable (transformers
+    # reads it when imported; if it already was, as when main is called in-process, tell it).
+    if os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1") == "1" and "transformers" in sys.modules:
+        sys.modules["transformers"].utils.logging.disable_progress_bar()
     try:
         code = app(args=argv, prog_name="advcal", standalone_mode=False)
     except AdvcalError as error:

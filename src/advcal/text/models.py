@@ -51,8 +51,6 @@ def _transformers() -> ModuleType:
         raise MissingDependencyError(
             f"text classifiers need Hugging Face transformers, which is not installed: {INSTALL_HINT}"
         ) from error
-    # Its "Loading weights" bars would interleave with advcal's own progress and error lines.
-    transformers.utils.logging.disable_progress_bar()
     return transformers
 
 
