@@ -239,3 +239,32 @@ def test_the_audit_reports_the_fixes_table(tmp_path):
     assert {flag["code"] for flag in table["flags"]} <= codes
     html = result.to_html(tmp_path / "report.html").read_text()
     assert "Which calibration fix survives attack?" in html and "adversarial-temperature/mixed" in html
+
+
+def test_a_fix_that_moves_the_decision_is_flagged():
+    """A frozen attack that flips every prediction to the next class: vector scaling fitted on
+    those adversarial logits learns to partly undo it, so its accuracy under the attack jumps. That
+    is another classifier, not a recalibration, and the table says so; temperature scaling keeps
+    the decision and is not flagged."""
+    from advcal.calibration.fixes import fixes_table
+
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 3, (600,), generator=generator)
+    clean = torch.randn(600, 3, generator=generator, dtype=torch.float64)
+    clean[torch.arange(600), labels] += 3.0  # right about 90% of the time
+    attacked_logits = clean.roll(1, dims=1)  # the attack moves each score to the next class
+    calibration, test = slice(0, 300), slice(300, 600)
+
+    def attacked(split: slice, fitted):
+        raw = attacked_logits[split]
+        return [raw if fitted is None else fitted.transform(raw)]
+
+    baseline, fixes, flags = fixes_table(lambda split: clean[split], attacked, calibration, test,
+                                         labels[calibration], labels[test], [0.1],
+                                         ["temperature", "vector"], ["adversarial"], 15)
+    assert baseline["eps=0.1"]["accuracy"] < 0.2 < 0.8 < baseline["clean"]["accuracy"]
+    vector = next(fix for fix in fixes if fix.name == "vector/adversarial")
+    assert vector.metrics["adaptive"]["eps=0.1"]["accuracy"] > baseline["eps=0.1"]["accuracy"] + 0.05
+    moved = [flag for flag in flags if flag["code"] == "FIX_MOVES_DECISIONS"]
+    assert [flag["fix"] for flag in moved] == ["vector/adversarial"]
+    assert "changes the classifier's decisions" in moved[0]["message"]

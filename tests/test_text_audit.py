@@ -159,7 +159,13 @@ def test_the_text_fixes_table():
         if fix.calibrator in ("isotonic", "histogram"):  # the attack on the raw model (BPDA's move)
             assert fix.metrics["adaptive"] == fix.metrics["frozen"]
         assert fix.holds in (True, False) and fix.helps in (True, False)
-    assert all(flag["code"] in ("FIX_BACKFIRES", "RETRAIN_NOT_PATCH") for flag in found.flags)
+    assert all(flag["code"] in ("FIX_BACKFIRES", "FIX_MOVES_DECISIONS", "RETRAIN_NOT_PATCH")
+               for flag in found.flags)
+    moved = {flag["fix"] for flag in found.flags if flag["code"] == "FIX_MOVES_DECISIONS"}
+    for fix in found.fixes:  # flagged exactly when an accuracy on the same texts moved by over 0.05
+        shifts = [abs(fix.metrics["frozen"][c]["accuracy"] - found.baseline[c]["accuracy"])
+                  for c in found.baseline]
+        assert (fix.name in moved) == (max(shifts) > 0.05)
     assert found.settings["budget"] == "max_change_fraction" and found.settings["test"]["n_samples"] == 40
     assert (found.settings["attack"]["attack"], found.settings["attack"]["method"]) == ("char", "deepwordbug")
     with pytest.raises(ConfigError, match="attack"):

@@ -14,7 +14,11 @@ on the test split, clean and at every ε, in two threat models:
 A fix **holds** when, under the adaptive attacker, its ECE at every ε is no worse than the
 uncalibrated model's (within ``NOISE``), and **helps** when its mean adaptive ECE over the sweep
 is lower by more than ``NOISE``. Flags: ``FIX_BACKFIRES`` when a fix improves clean ECE but
-worsens adversarial ECE at some ε by more than ``NOISE`` (either threat model), and
+worsens adversarial ECE at some ε by more than ``NOISE`` (either threat model),
+``FIX_MOVES_DECISIONS`` when its accuracy on the same inputs (clean, or the frozen set) differs
+from the uncalibrated model's by more than ``DECISION_SHIFT`` (vector scaling's biases, isotonic and
+histogram maps can move the decision: a fit on adversarial data may learn to undo the frozen
+attack, or to call every sample the majority class), and
 ``RETRAIN_NOT_PATCH`` (the seed's rule of thumb) when no fix brings clean ECE under 0.15.
 
 For isotonic regression and histogram binning the adaptive attacker's BPDA attack is the attack
@@ -51,6 +55,9 @@ RETRAIN_ECE = 0.15
 # ECE differences below this are within the noise of a few hundred samples (the audit's
 # bootstrap intervals on digits are about this wide): not a change worth a flag.
 NOISE = 0.01
+# A fix whose accuracy (clean or under attack) differs from the uncalibrated model's by more than
+# this has moved the decision boundary: its figures are another classifier's.
+DECISION_SHIFT = 0.05
 # A split of whatever the model reads: a DataSource of images, a TextDataset of texts.
 Split = TypeVar("Split")
 DEFAULT_CALIBRATORS = ("temperature", "vector", "isotonic", "histogram", "adversarial-temperature")
@@ -243,6 +250,21 @@ def _judge(baseline: dict, fixes: list[Fix], epsilons: list[float]) -> list[dict
         clean_gain = baseline["clean"]["ece"] - fix.metrics["frozen"]["clean"]["ece"]
         worse = [(threat, c) for threat in ("frozen", "adaptive") for c in conditions
                  if fix.metrics[threat][c]["ece"] > baseline[c]["ece"] + NOISE]
+        # On the same inputs (clean, and the frozen set): an attack that does better or worse
+        # through the calibrator (adaptive) is not a moved decision.
+        same_inputs = fix.metrics["frozen"]
+        moved = [(c, baseline[c]["accuracy"], same_inputs[c]["accuracy"]) for c in ("clean", *conditions)
+                 if abs(same_inputs[c]["accuracy"] - baseline[c]["accuracy"]) > DECISION_SHIFT]
+        if moved:
+            condition, before, after = max(moved, key=lambda m: abs(m[2] - m[1]))
+            flags.append({
+                "code": "FIX_MOVES_DECISIONS", "severity": "warning", "fix": fix.name,
+                "message": f"{fix.name} changes the classifier's decisions (accuracy "
+                           f"{'clean' if condition == 'clean' else 'on the frozen set at ' + condition} "
+                           f"{before:.3f} -> "
+                           f"{after:.3f}): it is another classifier, not a recalibration; judge its "
+                           "robustness as a new model's, and prefer a fix that keeps the decision",
+            })
         if clean_gain > 0 and worse:
             threat, condition = worse[0]
             flags.append({

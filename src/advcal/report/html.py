@@ -54,6 +54,9 @@ FLAG_EXPLANATIONS = {
     "recalibrated attack did somewhat better, or the attack misbehaved. Treat the robust accuracy with care.",
     "FIX_BACKFIRES": "A post-hoc calibration fix that looks better on clean inputs makes confidence worse "
     "under attack; do not ship it on the strength of its clean ECE.",
+    "FIX_MOVES_DECISIONS": "This post-hoc fix changes which class the model predicts, not only how sure "
+    "it is: its calibration and robustness figures belong to a different classifier. A fit on attacked "
+    "data can learn to undo the very perturbations it was fitted on, or to predict the majority class.",
     "RETRAIN_NOT_PATCH": "No post-hoc fix brings clean calibration to an acceptable level; retrain with a "
     "calibration-aware recipe instead of patching.",
     "TRANSFER_EVALUATION": "The adversarial inputs came from a stored set crafted against another model. "
