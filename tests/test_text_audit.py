@@ -323,7 +323,9 @@ def test_advcal_audit_fixes_and_calibrate_on_a_text_classifier(classifier, tmp_p
     assert audited["name"] == (f"ensemble(hf:{folder} + temperature (temperature-clean) + "
                                f"hf:{twin} + isotonic (isotonic-clean))")
     assert audited["attacks"][0]["eps"] == 0.5
-    with pytest.raises(SystemExit) as done:
-        main(["calibrate", *common[:-4], "--attack", "embedding-pgd"])
-    err = capsys.readouterr().err
-    assert done.value.code == 2 and "attack" in err and len(err.strip().splitlines()) == 1, err
+    for args, message in [(["--attack", "embedding-pgd"], "attack"),
+                          (["--normalize", "0.5,0.5"], "--normalize")]:
+        with pytest.raises(SystemExit) as done:
+            main(["calibrate", *common[:-4], *args])
+        err = capsys.readouterr().err
+        assert done.value.code == 2 and message in err and len(err.strip().splitlines()) == 1, err

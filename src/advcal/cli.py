@@ -355,10 +355,13 @@ def calibrate(
     chosen = {"calibrators": _names(calibrators), "fit_on": _names(fit_on)}
     if is_text_audit([model], data):
         from advcal.checks import check_choice
+        from advcal.errors import ConfigError
         from advcal.text.audit import DEFAULT_BUDGETS, SCORE_ATTACKS
         from advcal.text.fixes import evaluate_text_fixes
         from advcal.text.loading import load_text_data, load_text_model
 
+        if normalize:
+            raise ConfigError("--normalize: not available for text models (they read texts, not pixels)")
         text_attack = "word" if attack == "pgd" else attack  # pgd, the image default, means "the default"
         check_choice(text_attack, "attack", SCORE_ATTACKS)
         columns = {"text_column": text_column, "label_column": label_column}
