@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
+from torch import nn
 
 import advcal
 from advcal.calibration.base import Calibrator
@@ -22,11 +23,11 @@ from advcal.calibration.fixes import DEFAULT_CALIBRATORS, FIT_ON, FixesReport, c
 from advcal.checks import check_choice, check_int
 from advcal.text.audit import BUDGET, SCORE_ATTACKS, TEXT_ATTACKS
 from advcal.text.data import TextDataset
-from advcal.text.models import TextClassifier, classifier_logits
+from advcal.text.models import classifier_logits
 
 
 def evaluate_text_fixes(
-    model: TextClassifier,
+    model: nn.Module,
     calibration: TextDataset,
     test: TextDataset,
     budgets: Sequence[float],
@@ -42,7 +43,7 @@ def evaluate_text_fixes(
     """Fit each calibrator on ``calibration`` each way in ``fit_on``; score it on ``test``.
 
     Args:
-        model: the uncalibrated text classifier (logits).
+        model: the uncalibrated text classifier: any ``nn.Module`` mapping a list of texts to logits.
         calibration, test: the texts calibrators are fitted on and the texts they are scored on.
         budgets: the sweep: largest fractions of a text's words changed.
         attack, attack_params: ``word`` or ``char`` and its further settings (``query_budget``).

@@ -26,6 +26,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
+from torch import nn
 
 import advcal
 from advcal.calibration import fit_temperature
@@ -40,7 +41,7 @@ from advcal.illusion.detector import (
 from advcal.illusion.search import log_grid, optimise_temperature
 from advcal.text.audit import BUDGET, SCORE_ATTACKS, TEXT_ATTACKS
 from advcal.text.data import TextDataset
-from advcal.text.models import TextClassifier, classifier_logits
+from advcal.text.models import classifier_logits
 
 TEXT_TEMPERATURES = log_grid(1e-3, 1e6, per_decade=1)
 
@@ -48,7 +49,7 @@ TEXT_TEMPERATURES = log_grid(1e-3, 1e6, per_decade=1)
 class _TextRunner:
     """Runs one text attack over a split in batches, counting runs, queries and time."""
 
-    def __init__(self, model: TextClassifier, batch_size: int) -> None:
+    def __init__(self, model: nn.Module, batch_size: int) -> None:
         self.model, self.batch_size = model, batch_size
         self.runs = self.queries = 0
         self.seconds = 0.0
@@ -70,7 +71,7 @@ class _TextRunner:
 
 
 def check_text_illusion(
-    model: TextClassifier,
+    model: nn.Module,
     test: TextDataset,
     calibration: TextDataset,
     budget: float,
@@ -85,7 +86,8 @@ def check_text_illusion(
     """Whether ``model``'s robustness to ``attack`` at ``budget`` is genuine, an illusion, or suspect.
 
     Args:
-        model: the text classifier as served (any temperature is part of it).
+        model: the text classifier as served (any temperature is part of it): any ``nn.Module``
+            mapping a list of texts to logits.
         test: the texts the figures are measured on.
         calibration: clean texts to fit the ``cal`` temperature and to search ``opt`` on.
         budget: the attack's budget: the largest fraction of a text's words changed.
