@@ -9,7 +9,13 @@ import pytest
 import torch
 
 from advcal.metrics import CalibrationStats, calibration_report
-from advcal.metrics.bootstrap import poisson_weights, sample_seeds, weight_blocks
+from advcal.metrics.bootstrap import (
+    percentile_interval,
+    percentile_intervals,
+    poisson_weights,
+    sample_seeds,
+    weight_blocks,
+)
 from advcal.metrics.stats import _add_class_cells, _empty_cells
 from conftest import make_predictions
 
@@ -129,3 +135,18 @@ def test_each_replicate_equals_the_point_estimate_of_its_resampled_data():
             # Replicates integrate smooth ECE on a coarser quadrature grid (see metrics/smooth.py).
             tolerance = 1e-5 if key == "smooth_ece" else 1e-10
             assert report.replicates[key][b] == pytest.approx(value, abs=tolerance, nan_ok=True), (b, key)
+
+
+def test_percentile_intervals_of_many_rows_equal_one_row_at_a_time():
+    """Reports take every metric's interval in one quantile call; rows with NaNs (an undefined
+    reliability slope in some replicates) fall back to their finite values, an all-NaN row
+    to (nan, nan)."""
+    replicates = np.random.default_rng(0).normal(size=(6, 200))
+    replicates[2, [5, 77]] = np.nan
+    replicates[4] = np.nan
+    together = percentile_intervals(replicates, 0.9)
+    for row, values in enumerate(replicates):
+        finite = values[np.isfinite(values)]
+        expected = np.quantile(finite, [0.05, 0.95]) if finite.size else [np.nan, np.nan]
+        np.testing.assert_allclose(together[row], expected, rtol=0, atol=1e-15)
+        np.testing.assert_array_equal(percentile_interval(values, 0.9), together[row])

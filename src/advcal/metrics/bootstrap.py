@@ -72,12 +72,24 @@ def weight_blocks(sample_seed: np.ndarray, n_replicates: int) -> Iterator[np.nda
 
 def percentile_interval(replicates: np.ndarray, level: float) -> tuple[float, float]:
     """The central ``level`` percentile interval of bootstrap replicates (NaNs ignored)."""
-    finite = replicates[np.isfinite(replicates)]
-    if finite.size == 0:
-        return (math.nan, math.nan)
-    tail = (1.0 - level) / 2.0
-    low, high = np.quantile(finite, [tail, 1.0 - tail])
+    low, high = percentile_intervals(replicates[None], level)[0]
     return (float(low), float(high))
+
+
+def percentile_intervals(replicates: np.ndarray, level: float) -> np.ndarray:
+    """:func:`percentile_interval` of each row of ``replicates`` (shape ``(M, B)``), as ``(M, 2)``.
+
+    Rows without NaNs (nearly all) share one quantile call; the rest go one by one.
+    """
+    tail = (1.0 - level) / 2.0
+    finite = np.isfinite(replicates)
+    whole = finite.all(1)
+    out = np.full((len(replicates), 2), np.nan)
+    if whole.any():
+        out[whole] = np.quantile(replicates[whole], [tail, 1.0 - tail], axis=1).T
+    for row in np.flatnonzero(~whole & finite.any(1)):
+        out[row] = np.quantile(replicates[row][finite[row]], [tail, 1.0 - tail])
+    return out
 
 
 def keys_digest(keys: np.ndarray) -> str:

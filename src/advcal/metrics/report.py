@@ -23,7 +23,7 @@ from advcal.metrics.binning import (
     rank_order,
     sorted_by_rank,
 )
-from advcal.metrics.smooth import REPLICATE_RESOLUTION, SmoothEceSolver
+from advcal.metrics.smooth import REPLICATES, SmoothEceSolver
 
 
 def metric_catalogue(n_bins: int) -> dict[str, tuple[str, str]]:
@@ -258,7 +258,7 @@ class _RankedSamples:
             out["sce"] = _sce(class_cells, total)
         if self.smooth is not None:
             solver, start = self.smooth
-            out["smooth_ece"] = solver.solve(weights, REPLICATE_RESOLUTION, start)[0]
+            out["smooth_ece"] = solver.solve(weights, REPLICATES, start)[0]
         return out
 
     def _equal_mass_sums(self, prefix: np.ndarray, total: np.ndarray) -> np.ndarray:
@@ -331,9 +331,10 @@ def build_report(
             }
             blocks.append(ranked.scalars(weights, block_cells))
             start = stop
-        for key in values:
-            replicates[key] = np.concatenate([block[key] for block in blocks])
-            intervals[key] = boot.percentile_interval(replicates[key], ci)
+        replicates = {key: np.concatenate([block[key] for block in blocks]) for key in values}
+        bounds = boot.percentile_intervals(np.stack(list(replicates.values())), ci)
+        intervals = {key: (float(low), float(high))
+                     for key, (low, high) in zip(replicates, bounds, strict=True)}
 
     with np.errstate(invalid="ignore", divide="ignore"):
         reliability = {

@@ -7,9 +7,10 @@ bandwidth is the fixed point ``σ* = smECE_σ*``, which makes the estimator cons
 advcal places the residual masses on the grid ``j / 8192`` (split linearly between the two
 neighbouring points), smooths them exactly in the cosine basis (the Neumann heat kernel on
 [0, 1], i.e. infinitely many reflections) and integrates ``|·|`` with the trapezoid rule. The
-quadrature grid is the coarsest of 256 ... 8192 intervals that puts ``RESOLUTION`` points
-inside the fixed-point bandwidth (fewer for bootstrap replicates), so each answer depends on
-its own weights only, not on which other rows were solved with it. The fixed point is found by
+quadrature grid is the coarsest of 256 ... 8192 intervals that puts a number of points inside
+the fixed-point bandwidth (20 for the point estimate, fewer for bootstrap replicates: see
+:class:`Accuracy`), so each answer depends on its own weights only, not on which other rows
+were solved with it. The fixed point is found by
 a Newton iteration safeguarded by bisection, vectorised over bootstrap replicates and started
 from the point estimate; ``smECE_σ`` is non-increasing in ``σ``, so ``smECE_σ - σ`` has a
 single root. relplot's ``smECE`` (one reflection, bisection to 2^-10) agrees to about 1e-3.
@@ -17,34 +18,56 @@ single root. relplot's ``smECE`` (one reflection, bisection to 2^-10) agrees to 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
+import torch
 from scipy import fft
 
 GRID_INTERVALS = 8192
 # relplot's floor on the bandwidth; below it the estimate is dominated by grid resolution.
 MIN_BANDWIDTH = 1e-3
-# Quadrature points per bandwidth: the trapezoid error at the kinks of |·| is then ~3e-7 for
-# the point estimate and ~3e-6 for bootstrap replicates, whose percentile intervals carry a
-# Monte Carlo error near 1e-3 anyway.
-RESOLUTION = 20
-REPLICATE_RESOLUTION = 8
 QUADRATURE_GRIDS = (256, 512, 1024, 2048, 4096, GRID_INTERVALS)
 # Replicates start on the coarsest grid that resolves 1/REPLICATE_MARGIN of the point
 # estimate's bandwidth, so few of them (whose bandwidths scatter around it) need a finer one.
 REPLICATE_MARGIN = 1.25
-# Cosine terms damped below e^-40 relative (πkσ > 9) are dropped.
-DAMPED_OUT = 9 / np.pi
 # Up to this many samples the cosine coefficients come from the samples (a matrix product),
 # above it from the grid masses (one DCT per row), whichever is cheaper.
 SAMPLE_ROUTE_LIMIT = 4096
 TOLERANCE = 1e-12
-# A Newton step shorter than this is taken without another evaluation: its own error is of the
-# order of its square times the curvature, far below TOLERANCE.
-LAST_STEP = 1e-7
 MAX_ITERATIONS = 60
 # cos(π m / 8192) for m = 0 ... 16383: one period of the cosine basis on the grid.
 _COSINES = np.cos(np.pi * np.arange(2 * GRID_INTERVALS) / GRID_INTERVALS)
 _PERIOD_MASK = 2 * GRID_INTERVALS - 1
+
+
+@dataclass(frozen=True)
+class Accuracy:
+    """How finely one smooth ECE is computed.
+
+    Attributes:
+        resolution: quadrature points per bandwidth. The trapezoid error at the kinks of |·|
+            grows with the square of the spacing.
+        damped_out: cosine terms with ``πkσ`` above this are dropped (their weight is below
+            ``exp(-damped_out² / 2)``).
+        last_step: a Newton step shorter than this is taken without another evaluation; its
+            own error is of the order of its square times the curvature.
+        dtype: of the DCTs (sums are taken in float64 either way).
+    """
+
+    resolution: int
+    damped_out: float
+    last_step: float
+    dtype: type = np.float64
+
+
+# The point estimate: quadrature error ~3e-7, terms dropped below e^-40 (float64 rounding).
+POINT = Accuracy(resolution=20, damped_out=9.0, last_step=1e-7)
+# Bootstrap replicates, whose percentile intervals carry a Monte Carlo error near 1e-3: errors
+# of a few 1e-6 per replicate (terms dropped below e^-18, float32 DCTs), measured on the
+# default audit's reports to move interval ends by at most 3e-6; about 40% of the work at the
+# point estimate's accuracy.
+REPLICATES = Accuracy(resolution=4, damped_out=6.0, last_step=1e-5, dtype=np.float32)
 
 
 def grid_position(confidence: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -71,29 +94,33 @@ class SmoothEceSolver:
         self._runs: tuple[np.ndarray, np.ndarray] | None = None  # grid cells and where their runs start
 
     def solve(
-        self, weights: np.ndarray, resolution: int = RESOLUTION, start: float | None = None
+        self, weights: np.ndarray, accuracy: Accuracy = POINT, start: float | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Smooth ECE and its bandwidth for each row of ``weights`` (shape ``(B, N)``).
 
-        Each row takes the coarsest quadrature grid with ``resolution`` points per bandwidth,
-        searching from the grid that resolves ``start / REPLICATE_MARGIN`` when ``start`` (a
-        first guess of the bandwidth: the point estimate's, for replicates) is given.
+        Each row takes the coarsest quadrature grid with ``accuracy.resolution`` points per
+        bandwidth, searching from the grid that resolves ``start / REPLICATE_MARGIN`` when
+        ``start`` (a first guess of the bandwidth: the point estimate's, for replicates) is given.
         """
         weights = np.atleast_2d(np.asarray(weights, dtype=np.float64))
         totals = weights.sum(1)
         values, widths = np.full(len(weights), np.nan), np.full(len(weights), np.nan)
         pending = np.arange(len(weights))
+        resolution = accuracy.resolution
         first = 0 if start is None else quadrature_grid(start / REPLICATE_MARGIN, resolution)
         for level in QUADRATURE_GRIDS[QUADRATURE_GRIDS.index(first) if first else 0 :]:
             floor = MIN_BANDWIDTH if level == GRID_INTERVALS else resolution / level
-            terms = min(level, int(np.ceil(DAMPED_OUT / floor))) + 1
+            terms = min(level, int(np.ceil(accuracy.damped_out / (np.pi * floor)))) + 1
             coefficients = self._coefficients(weights[pending], terms)
-            value, width, below = _fixed_point(coefficients, totals[pending], level, floor, start)
+            value, width, below = _fixed_point(coefficients, totals[pending], level, floor, start, accuracy)
             solved = ~below if level < GRID_INTERVALS else np.ones(len(width), bool)
             values[pending[solved]], widths[pending[solved]] = value[solved], width[solved]
             pending = pending[~solved]
             if not len(pending):
                 break
+            # The rest have roots below this floor: on the next grid, start at its floor, from
+            # where Newton's steps on the decreasing convex smECE_σ - σ climb to the root.
+            start = 0.0
         return values, widths
 
     def _coefficients(self, weights: np.ndarray, terms: int) -> np.ndarray:
@@ -103,11 +130,22 @@ class SmoothEceSolver:
             if terms > have:
                 # cos(π k j / 8192) depends on k j mod 16384 only: a table lookup, with the
                 # argument reduced exactly, instead of a cosine per entry.
-                k = np.arange(have, terms)
-                extra = _COSINES[np.outer(k, self.left) & _PERIOD_MASK] * self.lower
-                extra += _COSINES[np.outer(k, self.left + 1) & _PERIOD_MASK] * self.upper
+                # (k j < 2^31 on this grid: int32 indices, half the memory traffic of int64.)
+                k = np.arange(have, terms, dtype=np.int32)[:, None]
+                index = k * self.left.astype(np.int32)
+                index &= _PERIOD_MASK
+                extra = np.take(_COSINES, index)
+                extra *= self.lower
+                index += k  # k (j + 1): the upper grid point
+                index &= _PERIOD_MASK
+                upper = np.take(_COSINES, index)
+                upper *= self.upper
+                extra += upper
                 self._basis = np.concatenate([self._basis, extra])
-            return weights @ self._basis[:terms].T
+            # In torch, not numpy: numpy's OpenBLAS threads spin for a while after each product
+            # and slow the torch passes that the audit runs next on the same few cores.
+            basis = torch.from_numpy(self._basis[:terms])
+            return (torch.from_numpy(weights) @ basis.T).numpy()
         masses = self._masses(weights)
         masses[:, [0, -1]] *= 2
         return fft.dct(masses, type=1, axis=-1)[:, :terms] / 2
@@ -133,7 +171,7 @@ def quadrature_grid(bandwidth: float, resolution: int) -> int:
 
 
 def _smooth_ece_at(
-    coefficients: np.ndarray, totals: np.ndarray, grid: int, sigma: np.ndarray
+    coefficients: np.ndarray, totals: np.ndarray, grid: int, sigma: np.ndarray, dtype: type
 ) -> tuple[np.ndarray, np.ndarray]:
     """``smECE_σ`` of each row and its derivative in ``σ``, by the trapezoid rule on ``grid`` intervals.
 
@@ -142,20 +180,27 @@ def _smooth_ece_at(
     """
     rows, terms = coefficients.shape
     k = np.arange(terms)
-    damped = np.zeros((2 * rows, grid + 1))
-    damped[:rows, :terms] = coefficients * np.exp(-0.5 * (np.pi * k * sigma[:, None]) ** 2)
-    damped[rows:, :terms] = damped[:rows, :terms] * (-((np.pi * k) ** 2) * sigma[:, None])
+    damped = np.zeros((2 * rows, grid + 1), dtype)
+    terms_at_sigma = coefficients * np.exp(-0.5 * (np.pi * k * sigma[:, None]) ** 2)
+    damped[:rows, :terms] = terms_at_sigma
+    damped[rows:, :terms] = terms_at_sigma * (-((np.pi * k) ** 2) * sigma[:, None])
     damped[:, grid] *= 2  # DCT-I halves its last term; the series does not
     density, density_slope = np.split(fft.dct(damped, type=1, axis=-1, overwrite_x=True), 2)
-    trapezoid = np.full(grid + 1, 1.0 / grid)
-    trapezoid[[0, -1]] *= 0.5
-    value = np.abs(density) @ trapezoid / totals
-    derivative = (np.sign(density) * density_slope) @ trapezoid / totals
+    # Sums rather than products with the trapezoid weights: no BLAS call (see _coefficients).
+    value = _trapezoid(np.abs(density), grid) / totals
+    derivative = _trapezoid(np.sign(density) * density_slope, grid) / totals
     return value, derivative
 
 
+def _trapezoid(values: np.ndarray, grid: int) -> np.ndarray:
+    """The trapezoid rule of each row of ``values`` (``grid + 1`` points on [0, 1])."""
+    ends = values[:, 0].astype(np.float64) + values[:, -1]
+    return (values.sum(1, dtype=np.float64) - 0.5 * ends) / grid
+
+
 def _fixed_point(
-    coefficients: np.ndarray, totals: np.ndarray, grid: int, floor: float, start: float | None
+    coefficients: np.ndarray, totals: np.ndarray, grid: int, floor: float, start: float | None,
+    accuracy: Accuracy,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Solve ``smECE_σ = σ`` on ``[floor, 1]`` for each row: (values, σ, root below floor).
 
@@ -172,7 +217,7 @@ def _fixed_point(
             break
         now = np.flatnonzero(active)
         s = sigma[now]
-        value, derivative = _smooth_ece_at(coefficients[now], totals[now], grid, s)
+        value, derivative = _smooth_ece_at(coefficients[now], totals[now], grid, s, accuracy.dtype)
         excess = value - s  # decreasing in σ, with slope derivative - 1 <= -1
         floored = (s <= floor) & (excess <= 0)
         below[now] = floored
@@ -184,7 +229,7 @@ def _fixed_point(
         newton = np.maximum(raw, floor)
         inside = (newton >= lower[now]) & (newton <= upper[now])
         step = np.where(inside, newton, 0.5 * (lower[now] + upper[now]))
-        last = inside & (raw >= floor) & (np.abs(raw - s) <= LAST_STEP)
+        last = inside & (raw >= floor) & (np.abs(raw - s) <= accuracy.last_step)
         done = floored | last | (np.abs(step - s) <= TOLERANCE) | (upper[now] - lower[now] <= TOLERANCE)
         sigma[now] = np.where(done & ~last, s, step)
         values[now] = np.where(last, step, value)

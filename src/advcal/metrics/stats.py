@@ -421,21 +421,27 @@ def _add_class_cells(
         prob[:, 0] += total.reciprocal() @ unnormalised - prob.sum(1)
         hits[:, 0] += torch.bincount(labels, minlength=n_classes) - hits.sum(1)
     else:
+        # Per replicate, every cell sums its entries' sample weights: the count, probability
+        # and hit cells and the class members, stacked into one sparse (rows x samples)
+        # matrix, times the (samples x replicates) weights.
         n_replicates = weights.shape[1]
-
-        def weighted(entries: np.ndarray, at: torch.Tensor, of: torch.Tensor, height: int) -> torch.Tensor:
-            """Per replicate: a sparse (height x samples) matrix times that replicate's weights."""
-            matrix = sparse.csr_matrix((entries, (at.numpy(), of.numpy())), shape=(height, n))
-            return torch.from_numpy((matrix @ weights).T.copy())
-
-        shape = (n_replicates, n_classes, n_bins)
-        count = weighted(np.ones(len(cell)), cell, rows, size).view(shape)
-        prob = weighted(values.numpy(), cell, rows, size).view(shape)
-        hits = weighted(np.ones(int(true.sum())), cell[true], rows[true], size).view(shape)
-        members = weighted(np.ones(n), labels, torch.arange(n), n_classes)
-        scaled = torch.from_numpy(weights) / total[:, None]
-        count[..., 0] += torch.from_numpy(weights.sum(0))[:, None] - count.sum(2)
-        prob[..., 0] += scaled.T @ unnormalised - prob.sum(2)
+        hit = torch.nonzero(true).flatten()
+        stacked = sparse.csr_matrix(
+            (
+                np.concatenate([np.ones(len(cell)), values.numpy(), np.ones(len(hit)), np.ones(n)]),
+                (
+                    torch.cat([cell, size + cell, 2 * size + cell[hit], 3 * size + labels]).numpy(),
+                    torch.cat([rows, rows, rows[hit], torch.arange(n)]).numpy(),
+                ),
+            ),
+            shape=(3 * size + n_classes, n),
+        )
+        sums = torch.from_numpy((stacked @ weights).T.copy())  # (replicates, rows)
+        count, prob, hits = sums[:, : 3 * size].reshape(n_replicates, 3, n_classes, n_bins).unbind(1)
+        members = sums[:, 3 * size :]
+        replicate_weights = torch.from_numpy(weights)
+        count[..., 0] += replicate_weights.sum(0)[:, None] - count.sum(2)
+        prob[..., 0] += replicate_weights.T @ (unnormalised / total[:, None]) - prob.sum(2)
         hits[..., 0] += members - hits.sum(2)
     cells["class_count"] += count
     cells["class_prob"] += prob
