@@ -9,9 +9,12 @@ same models and batches with plain torch: per batch one clean forward pass, and 
 attack's forward+backward passes with respect to the input plus one forward pass for the
 final logits. *ratio* = audit time / floor (target: at most 1.15).
 
-Each round runs the floor, the audit without and with the bootstrap, one after the other, and
-every figure is the best of the rounds: on this shared machine the same passes vary by ±25%
-from run to run with two threads, and the fastest run is the one least disturbed (timeit's rule).
+Each round runs the floor, the audit without and with the bootstrap, one after the other, in
+an order that rotates from round to round. Seconds are the best of the rounds (timeit's rule:
+the fastest run is the least disturbed); ratios are the median over rounds of each round's own
+audit / floor. On this shared machine the same passes vary by ±25% from run to run with two
+threads and drift over minutes: a ratio of two runs made seconds apart cancels the drift that a
+ratio of two best times, possibly minutes apart, does not.
 
 The same measurement is repeated on a heavier workload (the shipped Fashion-MNIST models on
 the first ``--scale-limit`` test images, same attack and bootstrap) to show how the ratio
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -87,54 +91,78 @@ def floor_passes(models: dict[str, nn.Module], data: DataSource) -> float:
     return time.perf_counter() - start
 
 
-def measure(work: Workload, repeats: int, command: bool) -> tuple[dict[str, float], advcal.audit.AuditResult]:
-    """Best seconds of the floor, the audit without and with the bootstrap, the writing and
-    (with ``command``) the whole CLI command over ``repeats`` rounds; and the last round's result."""
+@dataclass
+class Timings:
+    """Seconds of each measured step, one entry per round, and each step's last result."""
+
+    rounds: dict[str, list[float]]
+    results: dict[str, advcal.audit.AuditResult]
+
+    def best(self, step: str) -> float:
+        return min(self.rounds[step])
+
+    def ratios(self, step: str) -> list[float]:
+        """``step`` / floor of each round, each against its own floor run."""
+        return [t / f for t, f in zip(self.rounds[step], self.rounds["floor"], strict=True)]
+
+    def ratio(self, step: str) -> float:
+        return statistics.median(self.ratios(step))
+
+    def metrics_seconds(self, step: str) -> float:
+        return sum(m.cost["seconds"]["metrics"] for m in self.results[step].models)
+
+
+def measure(work: Workload, repeats: int, command: bool) -> Timings:
+    """The floor, the audit without and with the bootstrap (and the writing) over ``repeats``
+    rounds in rotating order; then, with ``command``, the whole CLI command ``repeats`` times."""
     models, data = work.load()  # once: loading is timed by neither side
     floor_passes(models, data)  # warm-up: first calls pay for lazy initialisation
-    times: dict[str, list[float]] = {"floor": [], "compute": [], "unboot": [], "write": [], "command": []}
+    rounds: dict[str, list[float]] = {"floor": [], "unboot": [], "compute": [], "compute+write": []}
+    results = {}
     with tempfile.TemporaryDirectory() as folder:
         run_audit(models, data, Path(folder))
-        for _ in range(repeats):
-            times["floor"].append(floor_passes(models, data))
-            times["unboot"].append(run_audit(models, data, Path(folder), bootstrap=0)[1])
-            result, computed, written = run_audit(models, data, Path(folder))
-            times["compute"].append(computed)
-            times["write"].append(written)
-            if command:
-                times["command"].append(command_seconds())
-    return {key: min(values) for key, values in times.items() if values}, result
+        order = ["floor", "unboot", "compute"]
+        for number in range(repeats):
+            for step in order[number % 3 :] + order[: number % 3]:
+                if step == "floor":
+                    rounds["floor"].append(floor_passes(models, data))
+                    continue
+                bootstrap = 0 if step == "unboot" else BOOTSTRAP
+                results[step], computed, written = run_audit(models, data, Path(folder), bootstrap)
+                rounds[step].append(computed)
+                if step == "compute":
+                    rounds["compute+write"].append(computed + written)
+    if command:  # after the rounds: this 2-core subprocess would disturb the step after it
+        rounds["command"] = [command_seconds() for _ in range(repeats)]
+    return Timings(rounds, results)
 
 
-def verdict(best: dict[str, float], phases: dict[str, float], scaled: dict[str, float] | None) -> list[str]:
+def verdict(timings: Timings, scaled: Timings | None) -> list[str]:
     """What the measured ratios say, in words."""
-    ratio = best["compute"] / best["floor"]
-    unboot = best["unboot"] / best["floor"]
-    if ratio <= 1.15:
-        lines = [f"The target (compute at most 1.15 × the floor) is met: {ratio:.2f}."]
-    else:
-        lines = [
-            f"The target (1.15) is not met on this data: {ratio:.2f}. Without the bootstrap the audit "
-            f"costs {unboot:.2f} × the floor; profiles put the attack engine, the per-sample records and "
-            "the point estimates at a few percent of it, and the rest of that figure is run-to-run noise "
-            f"(see below). The {BOOTSTRAP} bootstrap replicates of 8 reports (2 models "
-            f"× clean and 3 ε; {phases['metrics']:.2f} s of metrics in the last round, smooth ECE's fixed "
-            "point per replicate the largest part) are the rest. Their cost grows with the number of "
-            "samples but not with the model, and the passes here are as cheap as they come (8×8 "
-            f"images, {best['floor']:.2f} s in all), so the ratio falls towards 1 as the model or the "
-            "images grow. Writing the report (matplotlib figures, then the HTML page) is outside the "
-            "target.",
-        ]
+    ratio, unboot = timings.ratio("compute"), timings.ratio("unboot")
+    spread = timings.ratios("compute")
+    bootstrap_metrics = timings.metrics_seconds("compute") - timings.metrics_seconds("unboot")
+    lines = [
+        f"The target (compute at most 1.15 × the floor) is {'met' if ratio <= 1.15 else 'not met'}: "
+        f"{ratio:.2f}, the median of the rounds' own ratios, which ranged "
+        f"{min(spread):.2f}–{max(spread):.2f} "
+        f"({timings.best('compute') / timings.best('floor'):.2f} as a ratio of best times). Without the "
+        f"bootstrap the audit costs {unboot:.2f} × the floor: the attack engine's steps and projections, "
+        "the per-sample records and the point estimates. The "
+        f"{BOOTSTRAP} bootstrap replicates of 8 reports (2 models × clean and 3 ε) add "
+        f"{bootstrap_metrics:.2f} s of metrics (last round), smooth ECE's fixed point per replicate the "
+        "largest part; their cost grows with the number of samples but not with the model, and the passes "
+        f"here are as cheap as they come (8×8 images, {timings.best('floor'):.2f} s in all). Writing the "
+        "report (matplotlib figures, then the HTML page) and starting Python are outside the target.",
+    ]
     if scaled is not None:
-        scaled_ratio = scaled["compute"] / scaled["floor"]
+        scaled_ratio = scaled.ratio("compute")
         reading = ("below the floor, which only run-to-run noise can do" if scaled_ratio < 1 else
                    f"the target is {'met' if scaled_ratio <= 1.15 else 'not met'} there")
         lines += ["", f"On the heavier workload below the same audit costs {scaled_ratio:.2f} × its floor "
-                      f"({scaled['unboot'] / scaled['floor']:.2f} without the bootstrap): {reading}. On this "
-                      "shared machine the "
-                      "same torch passes vary by up to ±25% from run to run (two threads); profiles of "
-                      "single runs put advcal's own work outside the passes at 1–2% of the attack's time "
-                      "on this workload, so most of what the ratio shows beyond the bootstrap is that noise."]
+                      f"({scaled.ratio('unboot'):.2f} without the bootstrap): {reading}. On this shared "
+                      "machine the same torch passes vary by up to ±25% from run to run (two threads), "
+                      "so ratios within about 0.1 of each other are not told apart."]
     return lines
 
 
@@ -147,15 +175,19 @@ def command_seconds() -> float:
         return time.perf_counter() - start
 
 
-def compute_rows(best: dict[str, float]) -> list[tuple[str, float]]:
-    return [("floor: the same passes in plain torch", best["floor"]),
-            ("audit: compute without the bootstrap (bootstrap=0)", best["unboot"]),
-            ("audit: compute (advcal.audit)", best["compute"])]
+COMPUTE_ROWS = [("floor: the same passes in plain torch", "floor"),
+                ("audit: compute without the bootstrap (bootstrap=0)", "unboot"),
+                ("audit: compute (advcal.audit)", "compute")]
 
 
-def table(rows: list[tuple[str, float]], floor: float) -> list[str]:
-    return ["| what | seconds | ratio to floor |", "| --- | ---: | ---: |",
-            *[f"| {name} | {seconds:.2f} | {seconds / floor:.2f} |" for name, seconds in rows]]
+def table(timings: Timings, rows: list[tuple[str, str]]) -> list[str]:
+    """Best seconds and the median ratio of each step; the command, run apart, against the best floor."""
+    lines = ["| what | seconds (best) | ratio to floor (median of rounds) |", "| --- | ---: | ---: |"]
+    for name, step in rows:
+        ratio = (timings.ratio(step) if step != "command" else timings.best(step) / timings.best("floor"))
+        lines.append(f"| {name} | {timings.best(step):.2f} | {ratio:.2f} |")
+        print(f"{name:<75} {timings.best(step):8.3f}s  ratio {ratio:.2f}")
+    return lines
 
 
 def passes_of(result: advcal.audit.AuditResult) -> str:
@@ -171,23 +203,24 @@ def main() -> None:
                         help="Fashion-MNIST test images of the heavier workload (0: skip it)")
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks.md"))
     args = parser.parse_args()
-    best, result = measure(DEFAULT, args.repeats, command=True)
+    timings = measure(DEFAULT, args.repeats, command=True)
     scale = Workload(("fashion-cnn", "fashion-cnn-at"), "fashion-mnist", args.scale_limit)
-    scaled, scaled_result = measure(scale, args.repeats, command=False) if args.scale_limit else (None, None)
+    scaled = measure(scale, args.repeats, command=False) if args.scale_limit else None
+    result = timings.results["compute"]
     phases = {phase: sum(m.cost["seconds"][phase] for m in result.models)
               for phase in ("clean", "attack", "metrics")}
     rows = [
-        *compute_rows(best),
-        ("audit: compute + write report.json, samples.npz, report.html, figures",
-         best["compute"] + best["write"]),
-        ("`advcal audit` command (Python start and imports included)", best["command"]),
+        *COMPUTE_ROWS,
+        ("audit: compute + write report.json, samples.npz, report.html, figures", "compute+write"),
+        ("`advcal audit` command (Python start and imports included; ratio of best times)", "command"),
     ]
-    for name, seconds in rows:
-        print(f"{name:<75} {seconds:8.3f}s  ratio {seconds / best['floor']:.2f}")
     lines = [
         "## The default audit",
         "",
-        f"Made by `python benchmarks/bench_audit.py` (best of {args.repeats} rounds after a warm-up).",
+        f"Made by `python benchmarks/bench_audit.py`: {args.repeats} rounds after a warm-up, each running "
+        "the floor and the audit without and with the bootstrap, in rotating order. Seconds are the best "
+        "of the rounds; a ratio is the median of the rounds' own ratios, each audit against the floor run "
+        "seconds before or after it, which cancels the machine's drift over minutes.",
         "",
         f"- Machine: {cpu_name()}, {os.cpu_count()} logical CPUs, torch threads {torch.get_num_threads()}",
         f"- Versions: advcal {advcal.__version__}, torch {torch.__version__}",
@@ -196,23 +229,20 @@ def main() -> None:
         f"- Inside the audit (last round): clean {phases['clean']:.2f} s, attack {phases['attack']:.2f} s, "
         f"metrics {phases['metrics']:.2f} s.",
         "",
-        *table(rows, best["floor"]),
+        *table(timings, rows),
         "",
-        *verdict(best, phases, scaled),
+        *verdict(timings, scaled),
         "",
     ]
     if scaled is not None:
-        scaled_rows = compute_rows(scaled)
-        for name, seconds in scaled_rows:
-            print(f"fashion: {name:<66} {seconds:8.3f}s  ratio {seconds / scaled['floor']:.2f}")
         lines += [
             f"### The same audit on Fashion-MNIST ({args.scale_limit} test images)",
             "",
             f"`advcal audit --model fashion-cnn --model fashion-cnn-at --data fashion-mnist --limit "
             f"{args.scale_limit}`: 28×28 images and a larger network, the same PGD-{STEPS} sweep and "
-            f"{BOOTSTRAP} bootstrap replicates; {passes_of(scaled_result)}.",
+            f"{BOOTSTRAP} bootstrap replicates; {passes_of(scaled.results['compute'])}.",
             "",
-            *table(scaled_rows, scaled["floor"]),
+            *table(scaled, COMPUTE_ROWS),
             "",
         ]
     write_section(args.out, "bench_audit", "\n".join(lines))

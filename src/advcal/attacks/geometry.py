@@ -47,7 +47,8 @@ def ascent_step(
     if isinstance(alpha, torch.Tensor):
         alpha = alpha.view(-1, *([1] * (x_adv.ndim - 1)))
     if norm == "linf":
-        return x_adv + alpha * grad.sign()
+        # In place on the fresh sign tensor: the same roundings as x_adv + alpha * sign.
+        return grad.sign().mul_(alpha).add_(x_adv)
     return x_adv + alpha * grad / (_flat_norm(grad) + 1e-12)
 
 
@@ -55,7 +56,7 @@ def project(x_adv: torch.Tensor, x: torch.Tensor, eps: float, norm: str) -> torc
     """The nearest point of the ε-ball around ``x`` (per the norm), clipped to [0, 1]."""
     delta = x_adv - x
     if norm == "linf":
-        delta = delta.clamp(-eps, eps)
+        delta.clamp_(-eps, eps)
     else:
-        delta = delta * (eps / (_flat_norm(delta) + 1e-12)).clamp(max=1.0)
-    return (x + delta).clamp_(0, 1)
+        delta *= (eps / (_flat_norm(delta) + 1e-12)).clamp(max=1.0)
+    return delta.add_(x).clamp_(0, 1)  # in place: delta is this call's own tensor
