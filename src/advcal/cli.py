@@ -140,6 +140,7 @@ def audit(
     classifiers (--model hf:DIR, --data csv:PATH / jsonl:PATH / tweets) are audited under the
     word, char or embedding-pgd attack (--attack), whose budgets take the place of ε (--eps).
     """
+    from advcal.checks import parse_numbers
     from advcal.text.loading import is_text_audit
 
     if is_text_audit(model or [], data):
@@ -149,15 +150,25 @@ def audit(
             from advcal.errors import ConfigError
 
             raise ConfigError(f"{', '.join(given)}: not available for text audits yet")
-        text_attack = "word" if attack == "pgd" else attack  # pgd, the image default, means "the default"
-        _audit_text(model or [], weights, data or "", split, limit, text_column, label_column, eps,
-                    text_attack, queries, steps, bins, seed, bootstrap, profile, illusion, fixes, calibrator,
-                    ensemble, out)
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+        from advcal.text.audit import audit_text
 
+        text_attack = "word" if attack == "pgd" else attack  # pgd, the image default, means "the default"
+        classifiers, texts, calibration = _text_audit_inputs(
+            model or [], weights, data or "", split=split, limit=limit, text_column=text_column,
+            label_column=label_column, calibrator=calibrator, ensemble=ensemble, calibrate=illusion or fixes)
+        if text_attack == "embedding-pgd":
+            params: dict[str, object] = {"steps": steps} if steps else {}
+        else:
+            params = {"query_budget": queries}
+        with _progress_bar() as bar:
+            result = audit_text(
+                classifiers, texts, parse_numbers(eps, "eps") if eps else None, text_attack, params,
+                n_bins=bins, bootstrap=bootstrap, seed=seed, profile=profile, split=split, illusion=illusion,
+                fixes=fixes, calibration=calibration, progress=_audit_progress(bar, classifiers, len(texts)),
+            )
+        _show_and_save(result, out)
+        return
     from advcal.audit import audit as run_audit
-    from advcal.checks import parse_numbers
     from advcal.data import AdversarialSet, load_data
     from advcal.distributed import joined
     from advcal.errors import ConfigError
@@ -175,13 +186,11 @@ def audit(
     params = _attack_params(attack, steps)
     with joined(device) as ranks:  # under torchrun: every rank audits its part, rank 0 reports
         lead = ranks.rank == 0
-        with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                      TimeElapsedColumn(), console=err_console, transient=True, disable=not lead) as bar:
-            tasks = {name: bar.add_task(f"auditing {name}", total=len(source)) for name in models}
+        with _progress_bar(disable=not lead) as bar:
             result = run_audit(
                 models, source, epsilons, attack, params, n_bins=bins, bootstrap=bootstrap, seed=seed,
                 batch_size=batch_size, profile=profile, device=device, illusion=illusion, fixes=fixes,
-                progress=lambda name, done, total: bar.update(tasks[name], completed=done, total=total),
+                progress=_audit_progress(bar, models, len(source)),
             )
         if lead:
             _show_and_save(result, out)
@@ -211,8 +220,6 @@ def attack_command(
     ] = Path("advcal-adv-set"),
 ) -> None:
     """Attack once with a fixed recipe and store the adversarial set (resumable; audit it with --adv-set)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
     from advcal.adversarial import make_adversarial_set
     from advcal.audit.pipeline import default_epsilons
     from advcal.checks import parse_numbers
@@ -226,8 +233,7 @@ def attack_command(
     epsilons = parse_numbers(eps, "eps") if eps else default_epsilons(source)
     with joined(device) as ranks:  # under torchrun: ranks attack shards in turn, rank 0 writes
         lead = ranks.rank == 0
-        with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                      TimeElapsedColumn(), console=err_console, transient=True, disable=not lead) as bar:
+        with _progress_bar(disable=not lead) as bar:
             task = bar.add_task(f"attacking {spec}", total=len(source))
             stored = make_adversarial_set(
                 net, source, epsilons, out, attack, _attack_params(attack, steps), seed=seed,
@@ -453,7 +459,6 @@ def train_command(
     fine-tuned from their weights; their adversarial recipes perturb the input embeddings, with
     --eps an L2 radius per token in embedding units.
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
     from safetensors.torch import save_file
 
     from advcal.checks import parse_numbers
@@ -499,8 +504,7 @@ def train_command(
             if weights is not None:  # or from a checkpoint, to fine-tune
                 load_weights(net, weights)
         reference = load_model(frozen_from) if frozen_from else None
-    with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=err_console, transient=True) as bar:
+    with _progress_bar() as bar:
         task = bar.add_task(f"training {model} ({recipe})", total=epochs)
         run = train(net, train_data, validation, plan, epochs=epochs, out=out, batch_size=batch_size, lr=lr,
                     optimizer=optimizer or ("sgd" if clip else "adam"),
@@ -540,8 +544,6 @@ def zeroshot(
         "advcal-zeroshot"),
 ) -> None:
     """The zero-shot robustness suite: clean and robust accuracy, ECE and H over many datasets."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
     from advcal.checks import parse_numbers
     from advcal.clip import load_clip
     from advcal.clip.suite import run_zeroshot_suite
@@ -572,8 +574,7 @@ def zeroshot(
     budget = parse_numbers(eps, "eps")
     if len(budget) != 1:
         raise InputError(f"eps: expected one budget, got {len(budget)} ({eps})")
-    with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=err_console, transient=True) as bar:
+    with _progress_bar() as bar:
         tasks: dict[str, object] = {}
 
         def progress(name: str, done: int, total: int) -> None:
@@ -614,43 +615,42 @@ SPLIT_HELP = "Split: train, calibration, test, or all (a whole npz or folder)."
 EPS_HELP = "ε sweep in input units, fractions allowed: 2/255,4/255,8/255."
 
 
-def _audit_text(models: list[str], weights: list[Path] | None, data: str, split: str, limit: int | None,
-                text_column: str, label_column: str, eps: str | None, attack: str, queries: int,
-                steps: int | None, bins: int, seed: int, bootstrap: int, profile: str, illusion: bool,
-                fixes: bool, calibrator: list[Path] | None, ensemble: bool, out: Path) -> None:
-    """``advcal audit`` for text classifiers: load them and the texts, audit, report. With
-    ``illusion`` or ``fixes``, the temperatures and calibrators are fitted on the calibration
-    split (at most ``limit`` texts of it too)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
-    from advcal.checks import parse_numbers
+def _text_audit_inputs(
+    models: list[str], weights: list[Path] | None, data: str, *, split: str, limit: int | None,
+    text_column: str, label_column: str, calibrator: list[Path] | None, ensemble: bool, calibrate: bool,
+) -> tuple[dict, object, object]:
+    """What ``advcal audit`` needs for text classifiers: name -> classifier (calibrated or
+    ensembled as asked), the audited texts and, with ``calibrate`` (for --illusion or --fixes),
+    at most ``limit`` texts of the calibration split to fit on."""
     from advcal.errors import ConfigError, InputError
-    from advcal.text.audit import audit_text
     from advcal.text.loading import load_text_data, load_text_model
 
     if weights and len(weights) != len(models):
         raise InputError(f"weights: give one --weights per --model ({len(models)}), got {len(weights)}")
-    if (illusion or fixes) and split in ("calibration", "all"):
+    if calibrate and split in ("calibration", "all"):
         raise ConfigError(f"illusion, fixes: the audited split is {split!r}, so no separate calibration "
                           "split is left to fit on; audit the test split")
     classifiers = _calibrated({spec: load_text_model(spec, weights=weights[i] if weights else None)
                                for i, spec in enumerate(models)}, calibrator, ensemble)
     columns = {"text_column": text_column, "label_column": label_column}
     texts = load_text_data(data, split=split, limit=limit, **columns)
-    calibration = None
-    if illusion or fixes:
-        calibration = load_text_data(data, split="calibration", limit=limit, **columns)
-    params: dict[str, object] = ({"steps": steps} if steps else {}) if attack == "embedding-pgd" else {
-        "query_budget": queries}
-    with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=err_console, transient=True) as bar:
-        tasks = {name: bar.add_task(f"auditing {name}", total=len(texts)) for name in classifiers}
-        result = audit_text(classifiers, texts, parse_numbers(eps, "eps") if eps else None, attack, params,
-                            n_bins=bins, bootstrap=bootstrap, seed=seed, profile=profile, split=split,
-                            illusion=illusion, fixes=fixes, calibration=calibration,
-                            progress=lambda name, done, total: bar.update(tasks[name], completed=done,
-                                                                          total=total))
-    _show_and_save(result, out)
+    calibration = load_text_data(data, split="calibration", limit=limit, **columns) if calibrate else None
+    return classifiers, texts, calibration
+
+
+def _progress_bar(disable: bool = False):  # -> rich.progress.Progress (imported lazily)
+    """The commands' progress bar: on stderr, gone when the work is done."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    return Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=err_console, transient=True, disable=disable)
+
+
+def _audit_progress(bar, names, total: int):  # bar: rich.progress.Progress
+    """One task per audited model on ``bar``, and the ``progress(name, done, total)`` callback
+    that the audits call."""
+    tasks = {name: bar.add_task(f"auditing {name}", total=total) for name in names}
+    return lambda name, done, total: bar.update(tasks[name], completed=done, total=total)
 
 
 def _show_and_save(result, out: Path) -> None:  # result: advcal.audit.AuditResult
