@@ -40,11 +40,11 @@ def test_replicates_match_the_fine_integral_and_do_not_depend_on_their_batch():
     assert np.allclose(values, widths, atol=1e-10)
 
 
-def test_the_grid_route_for_many_samples_equals_the_sample_route(monkeypatch):
+def test_the_grid_route_equals_the_sample_route(monkeypatch):
     confidence, correct = sample(3000, seed=8, overconfidence=0.03)
     weights = np.random.default_rng(9).poisson(1.0, (5, 3000)).astype(np.float64)
     by_samples = SmoothEceSolver(confidence, correct).solve(weights)
-    monkeypatch.setattr(smooth, "SAMPLE_ROUTE_LIMIT", 100)
+    monkeypatch.setattr(smooth, "GRID_ROW_COST", 0)  # the grid route, always
     by_grid = SmoothEceSolver(confidence, correct).solve(weights)
     np.testing.assert_allclose(by_grid[0], by_samples[0], atol=1e-12)
 
@@ -62,7 +62,7 @@ def test_a_narrow_bandwidth_moves_to_a_finer_grid_and_a_calibrated_sample_hits_t
 
 
 def test_the_grid_route_accepts_samples_in_any_order(monkeypatch):
-    monkeypatch.setattr(smooth, "SAMPLE_ROUTE_LIMIT", 100)
+    monkeypatch.setattr(smooth, "GRID_ROW_COST", 0)  # the grid route, always
     confidence, correct = sample(3000, seed=10, overconfidence=0.05)
     order = np.argsort(confidence, kind="stable")
     weights = np.random.default_rng(11).poisson(1.0, (3, 3000)).astype(np.float64)
