@@ -172,19 +172,27 @@ def test_the_text_fixes_table():
         evaluate_text_fixes(BagOfWords(), calibration, test, [0.5], attack="embedding-pgd")
 
 
-def test_advcal_audit_on_a_local_hf_folder_and_a_csv(classifier, tmp_path, capsys):
-    folder = classifier.save_pretrained(tmp_path / "model")
+def write_reviews_csv(path) -> None:
+    """The corpus as a CSV file with its own column names."""
     data = corpus()
-    with open(tmp_path / "reviews.csv", "w", newline="") as handle:
+    with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["review", "sentiment"])
         writer.writerows(zip(data.texts, (data.classes[k] for k in data.labels), strict=True))
+
+
+def csv_audit_args(folder, csv_path) -> list[str]:
+    return ["audit", "--model", f"hf:{folder}", "--data", f"csv:{csv_path}", "--split", "all",
+            "--limit", "32", "--text-column", "review", "--label-column", "sentiment", "--attack", "char",
+            "--eps", "0.25,0.5", "--queries", "40", "--bootstrap", "20"]
+
+
+def test_advcal_audit_on_a_local_hf_folder_and_a_csv(classifier, tmp_path, capsys):
+    folder = classifier.save_pretrained(tmp_path / "model")
+    write_reviews_csv(tmp_path / "reviews.csv")
     out = tmp_path / "report"
     with pytest.raises(SystemExit) as done:
-        main(["audit", "--model", f"hf:{folder}", "--data", f"csv:{tmp_path / 'reviews.csv'}",
-              "--split", "all", "--limit", "32", "--text-column", "review", "--label-column", "sentiment",
-              "--attack", "char", "--eps", "0.25,0.5", "--queries", "40", "--bootstrap", "20",
-              "--out", str(out)])
+        main([*csv_audit_args(folder, tmp_path / "reviews.csv"), "--out", str(out)])
     assert done.value.code == 0, capsys.readouterr().err
     report = json.loads((out / "report.json").read_text())
     jsonschema.validate(report, report_schema())
@@ -198,6 +206,7 @@ def test_advcal_audit_on_a_local_hf_folder_and_a_csv(classifier, tmp_path, capsy
         (["--model", "hf:bert-base-uncased", "--data", reviews], "offline"),
         (["--model", "digits-cnn", "--data", reviews], "is text data"),
         (["--model", f"hf:{folder}", "--data", reviews, "--normalize", "0.5,0.5"], "--normalize"),
+        (["--model", f"hf:{folder}", "--data", reviews, "--device", "cuda"], "--device"),
         (["--model", f"hf:{folder}", "--data", reviews, "--text-column", "review", "--label-column",
           "sentiment", "--calibrator", str(tmp_path)], "no saved calibrator"),
         (["--model", f"hf:{folder}", "--data", reviews, "--fixes", "--split", "all"], "fixes"),
@@ -329,3 +338,25 @@ def test_advcal_audit_fixes_and_calibrate_on_a_text_classifier(classifier, tmp_p
             main(["calibrate", *common[:-4], *args])
         err = capsys.readouterr().err
         assert done.value.code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.slow
+def test_two_processes_audit_text_like_one(classifier, tmp_path, capsys):
+    """torchrun with 2 gloo processes, each attacking whole batches of 8 texts: the report, the
+    per-sample records, the example texts and the query count are those of one process."""
+    from test_distributed_audit import assert_same, one_process, torchrun, without_timings
+
+    folder = classifier.save_pretrained(tmp_path / "model")
+    write_reviews_csv(tmp_path / "reviews.csv")
+    args = [*csv_audit_args(folder, tmp_path / "reviews.csv"), "--batch-size", "8"]
+    one_process([*args, "--out", str(tmp_path / "one")], capsys)
+    done = torchrun([*args, "--out", str(tmp_path / "two")])
+    assert done.returncode == 0, done.stderr[-3000:]
+    ours = json.loads((tmp_path / "two" / "report.json").read_text())
+    theirs = json.loads((tmp_path / "one" / "report.json").read_text())
+    assert theirs["models"][0]["examples"] and theirs["models"][0]["cost"]["queries"] > 0
+    assert_same(without_timings(ours), without_timings(theirs))
+    with np.load(tmp_path / "two" / "samples.npz") as two, np.load(tmp_path / "one" / "samples.npz") as one:
+        assert sorted(two.files) == sorted(one.files)
+        for name in one.files:
+            np.testing.assert_array_equal(two[name], one[name], err_msg=name)

@@ -114,7 +114,8 @@ def audit(
     steps: Annotated[int | None, typer.Option(help="Attack steps (queries for square).")] = 20,
     bins: Annotated[int, typer.Option(help="Confidence bins.")] = 15,
     seed: Annotated[int, typer.Option(help="Seed of attack starts and bootstrap.")] = 0,
-    batch_size: Annotated[int, typer.Option(help="Samples per forward pass.")] = 256,
+    batch_size: Annotated[int | None, typer.Option(
+        help="Samples per forward pass (default: 256 images, 32 texts).")] = None,
     bootstrap: Annotated[int, typer.Option(help="Bootstrap replicates for intervals.")] = 200,
     profile: Annotated[str, typer.Option(help="Flag thresholds: default, strict or lenient.")] = "default",
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N, mps or auto.")] = "cpu",
@@ -141,10 +142,11 @@ def audit(
     word, char or embedding-pgd attack (--attack), whose budgets take the place of ε (--eps).
     """
     from advcal.checks import parse_numbers
+    from advcal.distributed import joined
     from advcal.text.loading import is_text_audit
 
     if is_text_audit(model or [], data):
-        unsupported = {"--normalize": normalize, "--adv-set": adv_set}
+        unsupported = {"--normalize": normalize, "--adv-set": adv_set, "--device": device != "cpu"}
         given = [flag for flag, value in unsupported.items() if value]
         if given:
             from advcal.errors import ConfigError
@@ -160,17 +162,20 @@ def audit(
             params: dict[str, object] = {"steps": steps} if steps else {}
         else:
             params = {"query_budget": queries}
-        with _progress_bar() as bar:
-            result = audit_text(
-                classifiers, texts, parse_numbers(eps, "eps") if eps else None, text_attack, params,
-                n_bins=bins, bootstrap=bootstrap, seed=seed, profile=profile, split=split, illusion=illusion,
-                fixes=fixes, calibration=calibration, progress=_audit_progress(bar, classifiers, len(texts)),
-            )
-        _show_and_save(result, out)
+        text_batch = 32 if batch_size is None else batch_size
+        with joined("cpu") as ranks:  # under torchrun: every rank audits its batches, rank 0 reports
+            with _progress_bar(disable=ranks.rank != 0) as bar:
+                result = audit_text(
+                    classifiers, texts, parse_numbers(eps, "eps") if eps else None, text_attack, params,
+                    n_bins=bins, bootstrap=bootstrap, seed=seed, batch_size=text_batch, profile=profile,
+                    split=split, illusion=illusion, fixes=fixes, calibration=calibration,
+                    progress=_audit_progress(bar, classifiers, len(texts)),
+                )
+            if ranks.rank == 0:
+                _show_and_save(result, out)
         return
     from advcal.audit import audit as run_audit
     from advcal.data import AdversarialSet, load_data
-    from advcal.distributed import joined
     from advcal.errors import ConfigError
 
     if adv_set is not None:
@@ -189,7 +194,8 @@ def audit(
         with _progress_bar(disable=not lead) as bar:
             result = run_audit(
                 models, source, epsilons, attack, params, n_bins=bins, bootstrap=bootstrap, seed=seed,
-                batch_size=batch_size, profile=profile, device=device, illusion=illusion, fixes=fixes,
+                batch_size=256 if batch_size is None else batch_size, profile=profile, device=device,
+                illusion=illusion, fixes=fixes,
                 progress=_audit_progress(bar, models, len(source)),
             )
         if lead:

@@ -10,6 +10,7 @@ the same; it adds example adversarial texts (original against perturbed, changed
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -24,7 +25,7 @@ from advcal.audit.pipeline import BatchPasses, ProgressFn, audit_passes
 from advcal.audit.result import AuditResult
 from advcal.checks import check_choice, check_int
 from advcal.devices import module_device
-from advcal.distributed import rank_positions, world
+from advcal.distributed import World, all_gather_arrays, rank_positions, world
 from advcal.errors import InputError
 from advcal.models import check_logits, frozen
 from advcal.text.attacks import CharacterAttack, WordSubstitutionAttack
@@ -86,9 +87,9 @@ def audit_text(
             ``opt`` on, and the fixes are fitted on (required with ``illusion`` or ``fixes``;
             keep them apart from ``data``).
 
-    Under torchrun each rank audits whole batches and the statistics are gathered exactly, as in
-    the image audit; ``examples`` and ``cost["queries"]`` are each rank's own (not gathered yet,
-    and ``advcal audit`` runs text audits in one process).
+    Under torchrun each rank audits whole batches and the statistics, per-sample records,
+    example texts and query counts are gathered, so the result is that of one process, as in the
+    image audit. The illusion check and the fixes run whole on every rank.
     """
     if isinstance(models, nn.Module):
         models = {"text-classifier": models}
@@ -130,8 +131,8 @@ def audit_text(
         passes = _text_passes(model, part, attackers, batch_size, budgets, found, examples, queries)
         results.append(audit_passes(name, passes, len(part), budgets, attack, n_bins, bootstrap, seed,
                                     limits, progress, ranks))
-        results[-1].cost["queries"] = queries[0]
-        results[-1].examples = found
+        results[-1].examples, results[-1].cost["queries"] = _gathered_examples(
+            found, queries[0], examples, data, ranks)
         if illusion:
             # Imported here: advcal.text.illusion and .fixes build on this module's attack table.
             from advcal.text.illusion import check_text_illusion
@@ -214,6 +215,22 @@ def _text_passes(
                     _keep_examples(examples, wanted, batch, clean_logits, result, budget)
         yield BatchPasses(index, y, clean_logits, adversarial, forward, backward, clean_seconds,
                           time.perf_counter() - began)
+
+
+def _gathered_examples(
+    found: list[dict[str, object]], queries: int, wanted: int, data: TextDataset, ranks: World,
+) -> tuple[list[dict[str, object]], int]:
+    """Every rank's example texts and queries: the first ``wanted`` examples in ``data``'s order
+    (each rank kept the first of its own batches, so these are one process's) and the total."""
+    if ranks.size == 1:
+        return found, queries
+    # Examples are JSON (strings, numbers, lists): they travel as its UTF-8 bytes.
+    parts = all_gather_arrays({"examples": np.frombuffer(json.dumps(found).encode("utf-8"), np.uint8),
+                               "queries": np.array([queries], dtype=np.int64)}, ranks)
+    position = {int(row): k for k, row in enumerate(data.index)}
+    every = [example for part in parts for example in json.loads(part["examples"].tobytes().decode("utf-8"))]
+    every.sort(key=lambda example: position[example["index"]])
+    return every[:wanted], int(sum(int(part["queries"][0]) for part in parts))
 
 
 def _keep_examples(examples: list[dict[str, object]], wanted: int, batch: TextDataset,
