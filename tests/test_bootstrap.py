@@ -150,3 +150,4 @@ def test_percentile_intervals_of_many_rows_equal_one_row_at_a_time():
         expected = np.quantile(finite, [0.05, 0.95]) if finite.size else [np.nan, np.nan]
         np.testing.assert_allclose(together[row], expected, rtol=0, atol=1e-15)
         np.testing.assert_array_equal(percentile_interval(values, 0.9), together[row])
+    assert np.isnan(percentile_interval(np.zeros(0), 0.9)).all()  # no replicates: no interval

@@ -83,7 +83,7 @@ def percentile_intervals(replicates: np.ndarray, level: float) -> np.ndarray:
     """
     tail = (1.0 - level) / 2.0
     finite = np.isfinite(replicates)
-    whole = finite.all(1)
+    whole = finite.all(1) & finite.any(1)  # (an empty row has no interval)
     out = np.full((len(replicates), 2), np.nan)
     if whole.any():
         out[whole] = np.quantile(replicates[whole], [tail, 1.0 - tail], axis=1).T
