@@ -55,8 +55,8 @@ RETRAIN_ECE = 0.15
 # ECE differences below this are within the noise of a few hundred samples (the audit's
 # bootstrap intervals on digits are about this wide): not a change worth a flag.
 NOISE = 0.01
-# A fix whose accuracy (clean or under attack) differs from the uncalibrated model's by more than
-# this has moved the decision boundary: its figures are another classifier's.
+# A fix whose accuracy on the same inputs (clean, or the frozen set) differs from the uncalibrated
+# model's by more than this has moved the decision boundary: its figures are another classifier's.
 DECISION_SHIFT = 0.05
 # A split of whatever the model reads: a DataSource of images, a TextDataset of texts.
 Split = TypeVar("Split")

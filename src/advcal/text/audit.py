@@ -115,9 +115,7 @@ def audit_text(
         raise InputError(f"budgets: expected distinct values, got {', '.join(labels) or 'none'}")
     attackers = [TEXT_ATTACKS[attack](**{BUDGET[attack]: budget, "seed": seed, **dict(attack_params or {})})
                  for budget in budgets]
-    settings = attackers[0].params
-    record = {**{k: v for k, v in settings.items() if k not in (BUDGET[attack], "attack")}, "attack": attack,
-              "method": settings.get("attack", attack), "budget": BUDGET[attack]}
+    record = attack_record(attack, attackers[0].params)
     # Under torchrun each rank audits whole batches, as the image audit does.
     ranks = world()
     blocks = rank_positions(math.ceil(len(data) / batch_size), ranks)
@@ -168,6 +166,13 @@ def audit_text(
         "models": list(models),
     }
     return AuditResult(config=config, models=results)
+
+
+def attack_record(attack: str, params: Mapping[str, object]) -> dict[str, object]:
+    """A sweep's attack as reports record it: the attack's settings without the one budget
+    (the sweep holds the budgets), the attack's name, the method it runs and what its budget is."""
+    return {**{k: v for k, v in params.items() if k not in (BUDGET[attack], "attack")}, "attack": attack,
+            "method": params.get("attack", attack), "budget": BUDGET[attack]}
 
 
 def _check_calibration_inputs(attack: str, calibration: TextDataset | None) -> None:

@@ -21,7 +21,7 @@ import advcal
 from advcal.calibration.base import Calibrator
 from advcal.calibration.fixes import DEFAULT_CALIBRATORS, FIT_ON, FixesReport, check_fix_choices, fixes_table
 from advcal.checks import check_choice, check_int
-from advcal.text.audit import BUDGET, SCORE_ATTACKS, TEXT_ATTACKS
+from advcal.text.audit import BUDGET, SCORE_ATTACKS, TEXT_ATTACKS, attack_record
 from advcal.text.data import TextDataset
 from advcal.text.models import classifier_logits
 
@@ -76,11 +76,10 @@ def evaluate_text_fixes(
     baseline, fixes, flags = fixes_table(clean_logits, attacked, calibration, test,
                                          torch.from_numpy(calibration.labels), torch.from_numpy(test.labels),
                                          budgets, calibrators, fit_on, n_bins)
-    params = attackers[0].params
     return FixesReport(
         baseline=baseline, fixes=fixes, flags=flags,
         settings={"advcal_version": advcal.__version__, "epsilons": budgets, "budget": BUDGET[attack],
-                  "attack": {**params, "attack": attack, "method": params["attack"]},
+                  "attack": attack_record(attack, attackers[0].params),
                   "calibrators": list(calibrators),
                   "fit_on": list(fit_on), "n_bins": n_bins,
                   "calibration": {"spec": calibration.name, "n_samples": len(calibration)},
