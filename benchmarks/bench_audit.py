@@ -1,6 +1,6 @@
 """The default audit's wall time against the time of its forward and backward passes alone.
 
-    python benchmarks/bench_audit.py [--repeats 15] [--scale-repeats 3] [--scale-limit 512]
+    python benchmarks/bench_audit.py [--repeats 30] [--warmup 3] [--scale-repeats 3] [--scale-limit 512]
                                      [--out docs/benchmarks.md]
 
 The audit is what ``advcal audit`` runs with no arguments: the two shipped digits models on
@@ -40,11 +40,16 @@ from torch import nn
 
 import advcal
 from _sections import cpu_name, write_section
+from advcal.allocator import keep_freed_memory
 from advcal.audit.pipeline import default_epsilons
 from advcal.data import DataSource, load_data
 from advcal.models import load_model
 
 STEPS, BATCH, BOOTSTRAP = 20, 256, 200
+# Rounds run and dropped before measuring: the first calls pay for lazy initialisation, and
+# the first few audits for growing the heap (a fresh process takes several times more page
+# faults per pass than a settled one: 120k against 45k here), which the floor would escape.
+WARMUP_ROUNDS = 3
 
 
 @dataclass(frozen=True)
@@ -113,26 +118,27 @@ class Timings:
         return sum(m.cost["seconds"]["metrics"] for m in self.results[step].models)
 
 
-def measure(work: Workload, repeats: int, command: bool) -> Timings:
+def measure(work: Workload, repeats: int, command: bool, warmup: int = WARMUP_ROUNDS) -> Timings:
     """The floor, the audit without and with the bootstrap (and the writing) over ``repeats``
-    rounds in rotating order; then, with ``command``, the whole CLI command (at most 3 times)."""
+    rounds in rotating order, after ``warmup`` such rounds that are not kept; then, with
+    ``command``, the whole CLI command (at most 3 times)."""
     models, data = work.load()  # once: loading is timed by neither side
-    floor_passes(models, data)  # warm-up: first calls pay for lazy initialisation
     rounds: dict[str, list[float]] = {"floor": [], "unboot": [], "compute": [], "compute+write": []}
     results = {}
     with tempfile.TemporaryDirectory() as folder:
-        run_audit(models, data, Path(folder))
         order = ["floor", "unboot", "compute"]
-        for number in range(repeats):
+        for number in range(warmup + repeats):
             for step in order[number % 3 :] + order[: number % 3]:
                 if step == "floor":
-                    rounds["floor"].append(floor_passes(models, data))
+                    seconds = floor_passes(models, data)
+                else:
+                    bootstrap = 0 if step == "unboot" else BOOTSTRAP
+                    results[step], seconds, written = run_audit(models, data, Path(folder), bootstrap)
+                if number < warmup:
                     continue
-                bootstrap = 0 if step == "unboot" else BOOTSTRAP
-                results[step], computed, written = run_audit(models, data, Path(folder), bootstrap)
-                rounds[step].append(computed)
+                rounds[step].append(seconds)
                 if step == "compute":
-                    rounds["compute+write"].append(computed + written)
+                    rounds["compute+write"].append(seconds + written)
     if command:  # after the rounds: this 2-core subprocess would disturb the step after it
         rounds["command"] = [command_seconds() for _ in range(min(repeats, 3))]
     return Timings(rounds, results)
@@ -200,15 +206,21 @@ def passes_of(result: advcal.audit.AuditResult) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     # Digits rounds take seconds: many of them steady the median; Fashion-MNIST rounds take minutes.
-    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--scale-repeats", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=WARMUP_ROUNDS, help="rounds run and dropped first")
     parser.add_argument("--scale-limit", type=int, default=512,
                         help="Fashion-MNIST test images of the heavier workload (0: skip it)")
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks.md"))
     args = parser.parse_args()
-    timings = measure(DEFAULT, args.repeats, command=True)
+    # Both sides run in the allocator regime of the `advcal audit` command, which keeps freed
+    # memory: otherwise page faults take a fifth to a half of the passes' time, and vary from
+    # run to run by more than the difference measured here.
+    allocator = "glibc malloc keeping freed memory, as the command does" if keep_freed_memory() else \
+        "the platform's default allocator"
+    timings = measure(DEFAULT, args.repeats, command=True, warmup=args.warmup)
     scale = Workload(("fashion-cnn", "fashion-cnn-at"), "fashion-mnist", args.scale_limit)
-    scaled = measure(scale, args.scale_repeats, command=False) if args.scale_limit else None
+    scaled = measure(scale, args.scale_repeats, command=False, warmup=1) if args.scale_limit else None
     result = timings.results["compute"]
     phases = {phase: sum(m.cost["seconds"][phase] for m in result.models)
               for phase in ("clean", "attack", "metrics")}
@@ -220,13 +232,15 @@ def main() -> None:
     lines = [
         "## The default audit",
         "",
-        f"Made by `python benchmarks/bench_audit.py`: {args.repeats} rounds after a warm-up, each running "
+        f"Made by `python benchmarks/bench_audit.py`: {args.repeats} rounds after {args.warmup} dropped "
+        "warm-up rounds, each running "
         "the floor and the audit without and with the bootstrap, in rotating order. Seconds are the best "
         "of the rounds; a ratio is the median of the rounds' own ratios, each audit against the floor run "
         "seconds before or after it, which cancels the machine's drift over minutes.",
         "",
         f"- Machine: {cpu_name()}, {os.cpu_count()} logical CPUs, torch threads {torch.get_num_threads()}",
         f"- Versions: advcal {advcal.__version__}, torch {torch.__version__}",
+        f"- Memory: {allocator} (`advcal.allocator`)",
         f"- Work: 2 models × {len(load_data('digits'))} digits × (clean + PGD-{STEPS} at 3 ε), "
         f"{BOOTSTRAP} bootstrap replicates; {passes_of(result)}.",
         f"- Inside the audit (last round): clean {phases['clean']:.2f} s, attack {phases['attack']:.2f} s, "

@@ -1,5 +1,5 @@
 """``python -m advcal`` runs the command line (also under ``torchrun``)."""
 
-from advcal.cli import main
+from advcal.cli import entry_point
 
-main()
+entry_point()

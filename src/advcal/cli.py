@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 
 import advcal
+from advcal.allocator import keep_freed_memory
 from advcal.errors import AdvcalError
 
 app = typer.Typer(
@@ -729,8 +730,15 @@ def _attack_params(attack: str, steps: int | None) -> dict[str, int]:
     return {} if steps is None else {("queries" if attack == "square" else "steps"): steps}
 
 
+def entry_point() -> None:
+    """The ``advcal`` console script and ``python -m advcal``: :func:`main`, in a process whose
+    allocator first learns to keep freed memory (:func:`advcal.allocator.keep_freed_memory`)."""
+    keep_freed_memory()
+    main()
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of the ``advcal`` console script."""
+    """The command line on ``argv`` (default: the process's arguments); exits with its status."""
     # Hugging Face's "Loading weights" bars would interleave with advcal's own progress and its
     # one-line errors: the command turns them off unless the user set the variable (transformers
     # reads it when imported; if it already was, as when main is called in-process, tell it).
