@@ -47,8 +47,8 @@ from advcal.models import load_model
 
 STEPS, BATCH, BOOTSTRAP = 20, 256, 200
 # Rounds run and dropped before measuring: the first calls pay for lazy initialisation, and
-# the first few audits for growing the heap (a fresh process takes several times more page
-# faults per pass than a settled one: 120k against 45k here), which the floor would escape.
+# the first few for growing the heap (with glibc's default settings a fresh process took 120k
+# page faults for the floor's passes, against 45k two rounds later).
 WARMUP_ROUNDS = 3
 
 
