@@ -4,7 +4,7 @@ glibc's malloc serves large blocks (a batch's activations and gradients) with fr
 pages and returns freed heap tops to the system. Every forward and backward pass then faults
 its buffers in again, page by page: on the Fashion-MNIST audit (``advcal audit --model
 fashion-cnn --model fashion-cnn-at --data fashion-mnist --limit 256``) that was 0.5 to 5.7
-million page faults per run, 1.4 to 12 s of system time and 17.7 to 25.4 s of wall time for
+million page faults per run, 1.4 to 13 s of system time and 17.7 to 25.6 s of wall time for
 the same command. Told to keep what it frees (no ``mmap`` for large blocks, no trimming),
 malloc hands the same pages back on the next pass: about 140 thousand faults, 0.6 s of system
 time and 15.8 to 17.5 s, for about 10% more peak memory. (jemalloc or tcmalloc, as PyTorch's
