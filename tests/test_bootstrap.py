@@ -16,7 +16,7 @@ from advcal.metrics.bootstrap import (
     sample_seeds,
     weight_blocks,
 )
-from advcal.metrics.stats import _add_class_cells, _empty_cells
+from advcal.metrics.stats import _add_class_cells, _ClassEntries, _empty_cells
 from conftest import make_predictions
 
 
@@ -66,6 +66,22 @@ def test_poisson_weights_are_poisson_one_and_tied_to_sample_keys():
     np.testing.assert_array_equal(subset, weights[3:9, 1000:2000])
 
 
+def test_remembered_weights_are_the_same_numbers_and_cannot_be_corrupted_by_a_caller():
+    """Recent weight blocks are kept for the next report of the same samples: each caller
+    gets its own array, and a block in another sample order is the same draw, permuted."""
+    seeds = sample_seeds(3, np.arange(500))
+    first = poisson_weights(seeds, range(40))
+    first[:] = -1  # a caller writing into its weights changes nobody else's
+    again = poisson_weights(seeds, range(40))
+    assert again.min() >= 0
+    np.testing.assert_array_equal(again, poisson_weights(sample_seeds(3, np.arange(500)), range(40)))
+    np.testing.assert_array_equal(poisson_weights(seeds, range(40), samples_first=True), again.T)
+    order = np.random.default_rng(0).permutation(500)
+    (permuted,) = weight_blocks(seeds, 40, order)
+    np.testing.assert_array_equal(permuted, again[:, order])
+    np.testing.assert_array_equal(permuted, poisson_weights(seeds[order], range(40)))
+
+
 def test_streamed_classwise_replicates_equal_a_direct_weighted_computation():
     logits, labels = make_predictions(300, 4, seed=2)
     stats = CalibrationStats(n_bins=5, bootstrap=7, seed=9)
@@ -91,7 +107,8 @@ def test_unweighted_cells_are_exact_integers():
     cells = _empty_cells(3, 4, torch.int64, ())
     probs = torch.softmax(torch.randn(50, 3, dtype=torch.float64), 1)
     labels = torch.randint(0, 3, (50,))
-    _add_class_cells(cells, probs, torch.ones(50, dtype=torch.float64), labels, 4, None)
+    total = torch.ones(50, dtype=torch.float64)
+    _add_class_cells(cells, _ClassEntries.of(probs, total, labels, 4), probs, total)
     assert cells["class_count"].dtype == torch.int64
     assert cells["class_count"].sum(1).tolist() == [50, 50, 50]
     assert cells["class_hits"].sum().item() == 50
@@ -138,16 +155,22 @@ def test_each_replicate_equals_the_point_estimate_of_its_resampled_data():
 
 
 def test_percentile_intervals_of_many_rows_equal_one_row_at_a_time():
-    """Reports take every metric's interval in one quantile call; rows with NaNs (an undefined
-    reliability slope in some replicates) fall back to their finite values, an all-NaN row
-    to (nan, nan)."""
-    replicates = np.random.default_rng(0).normal(size=(6, 200))
+    """Reports take every metric's interval in one sort; rows with NaNs or infinities (an
+    undefined reliability slope in some replicates) fall back to their finite values, an
+    all-NaN row to (nan, nan). Each end is np.quantile's, to the last bit."""
+    rng = np.random.default_rng(0)
+    replicates = rng.normal(size=(8, 200))
     replicates[2, [5, 77]] = np.nan
+    replicates[3, [1, 9]] = np.inf, -np.inf
     replicates[4] = np.nan
-    together = percentile_intervals(replicates, 0.9)
-    for row, values in enumerate(replicates):
-        finite = values[np.isfinite(values)]
-        expected = np.quantile(finite, [0.05, 0.95]) if finite.size else [np.nan, np.nan]
-        np.testing.assert_allclose(together[row], expected, rtol=0, atol=1e-15)
-        np.testing.assert_array_equal(percentile_interval(values, 0.9), together[row])
+    replicates[5, 1:] = np.nan  # one finite value
+    replicates[6] = np.round(replicates[6], 1)  # ties
+    for level in (0.9, 0.95, 0.5):
+        together = percentile_intervals(replicates, level)
+        tail = (1 - level) / 2
+        for row, values in enumerate(replicates):
+            finite = values[np.isfinite(values)]
+            expected = np.quantile(finite, [tail, 1 - tail]) if finite.size else [np.nan, np.nan]
+            np.testing.assert_array_equal(together[row], expected)
+            np.testing.assert_array_equal(percentile_interval(values, level), together[row])
     assert np.isnan(percentile_interval(np.zeros(0), 0.9)).all()  # no replicates: no interval

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from advcal.errors import InputError
-from advcal.metrics import CalibrationStats, paired_change, risk_coverage
+from advcal.metrics import CalibrationStats, paired_change, paired_changes, risk_coverage
 from advcal.metrics.selective import coverage_threshold, optimal_aurc, selective_risk
 from conftest import make_predictions
 
@@ -98,6 +98,29 @@ def test_no_change_is_not_significant_and_a_real_change_is():
     assert change.significant and change.ci[0] > 0 and change.p_value <= 2 / 300
     assert change.delta == pytest.approx(worse["ece"] - clean["ece"])
     assert change.to_dict()["ci"] == list(change.ci)
+
+
+def test_paired_changes_of_several_metrics_follow_the_definition():
+    """One call for several metrics: each interval is np.quantile of the finite replicate
+    differences, each p-value twice the smaller side's share, floored at 1/B."""
+    logits, labels = make_predictions(800, 10, seed=5)
+    clean = stats_of(logits, labels)
+    attacked = stats_of(logits * 4 - 1, labels)
+    metrics = ["ece", "brier", "nll", "accuracy", "reliability_slope"]
+    attacked.replicates["reliability_slope"][[3, 50]] = np.nan  # an undefined slope in two replicates
+    changes = paired_changes(clean, attacked, metrics)
+    assert list(changes) == metrics
+    tail = (1 - 0.95) / 2  # (as the code computes it: 0.025 and a rounding)
+    for metric in metrics:
+        differences = attacked.replicates[metric] - clean.replicates[metric]
+        differences = differences[np.isfinite(differences)]
+        share = min(np.mean(differences <= 0), np.mean(differences >= 0))
+        change = changes[metric]
+        assert change.ci == tuple(np.quantile(differences, [tail, 1 - tail]))
+        assert change.p_value == min(1.0, max(2 * share, 1 / differences.size))
+        assert change.delta == attacked[metric] - clean[metric]
+        assert change == paired_change(clean, attacked, metric)
+    assert len(attacked.replicates["reliability_slope"]) == 300
 
 
 def test_pairing_is_tighter_than_comparing_two_intervals():

@@ -47,7 +47,7 @@ from advcal.errors import ConfigError, InputError
 from advcal.illusion import check_illusion
 from advcal.metrics import CalibrationReport, CalibrationStats
 from advcal.metrics.binning import equal_width_bin_index
-from advcal.metrics.paired import paired_change
+from advcal.metrics.paired import paired_changes
 from advcal.metrics.selective import coverage_threshold, risk_coverage, selective_risk
 from advcal.models import check_logits, frozen, model_fingerprint
 
@@ -354,8 +354,8 @@ def audit_passes(
     clean_entry["selective"] = _selective(samples, "clean")
     threshold = coverage_threshold(samples["clean/confidence"], limits.abstention_coverage)
     clean_at_threshold = selective_risk(samples["clean/confidence"], samples["clean/correct"], threshold)
-    paired = {eps: {key: paired_change(clean, report, key) for key in PAIRED_METRICS}
-              for eps, report in attacked} if bootstrap else None
+    paired = ({eps: paired_changes(clean, report, PAIRED_METRICS) for eps, report in attacked}
+              if bootstrap else None)
     attacks = []
     abstentions = []
     for eps, report in attacked:

@@ -15,7 +15,7 @@ from advcal.metrics.functional import (
     sce,
     smooth_ece,
 )
-from advcal.metrics.paired import PairedChange, paired_change
+from advcal.metrics.paired import PairedChange, paired_change, paired_changes
 from advcal.metrics.report import CalibrationReport
 from advcal.metrics.selective import RiskCoverage, risk_coverage
 from advcal.metrics.stats import CalibrationStats
@@ -32,6 +32,7 @@ __all__ = [
     "mce",
     "nll",
     "paired_change",
+    "paired_changes",
     "risk_coverage",
     "sce",
     "smooth_ece",

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import math
+import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 
 import numpy as np
@@ -24,6 +26,10 @@ _BOOTSTRAP_STREAM = 0xB007
 # Elements per block of weights (replicates x samples): 4M float64 = 32 MB.
 BLOCK_ELEMENTS = 1 << 22
 _LANES = 4  # 16-bit uniforms per 64-bit hash
+# Recently drawn weight blocks, least recently used first, at most this many bytes in all.
+_RECENT: OrderedDict[tuple[bytes, int, int, bool], np.ndarray] = OrderedDict()
+_RECENT_BYTES = 32 << 20
+_RECENT_LOCK = threading.Lock()
 
 
 def _poisson_table() -> np.ndarray:
@@ -49,6 +55,30 @@ def poisson_weights(
     Entry ``(b, i)`` depends only on ``sample_seed[i]`` and the replicate number ``b``. With
     ``samples_first`` the same numbers come laid out as ``(N, len(replicates))``.
     """
+    return _shared_weights(sample_seed, replicates, samples_first).copy()
+
+
+def _shared_weights(sample_seed: np.ndarray, replicates: range, samples_first: bool) -> np.ndarray:
+    """:func:`poisson_weights`, remembered: callers must not modify the array returned.
+
+    An audit draws the same weights for each condition of a batch (clean and every ε score
+    the same samples), so the last few blocks are kept: a copy costs an eighth of a draw.
+    """
+    key = (sample_seed.tobytes(), replicates.start, replicates.stop, samples_first)
+    with _RECENT_LOCK:
+        if key in _RECENT:
+            _RECENT.move_to_end(key)
+            return _RECENT[key]
+    weights = _draw_weights(sample_seed, replicates, samples_first)
+    if weights.nbytes <= _RECENT_BYTES // 4:
+        with _RECENT_LOCK:
+            _RECENT[key] = weights
+            while sum(w.nbytes for w in _RECENT.values()) > _RECENT_BYTES:
+                _RECENT.popitem(last=False)
+    return weights
+
+
+def _draw_weights(sample_seed: np.ndarray, replicates: range, samples_first: bool) -> np.ndarray:
     first, last = replicates.start // _LANES, (replicates.stop + _LANES - 1) // _LANES
     with np.errstate(over="ignore"):
         group = mix64(np.arange(first, last, dtype=np.uint64) * MIX2 + GOLDEN)
@@ -63,11 +93,19 @@ def poisson_weights(
     return np.take(_TABLE, lanes)
 
 
-def weight_blocks(sample_seed: np.ndarray, n_replicates: int) -> Iterator[np.ndarray]:
-    """Yield the ``n_replicates`` rows of Poisson weights in blocks of bounded memory."""
+def weight_blocks(
+    sample_seed: np.ndarray, n_replicates: int, order: np.ndarray | None = None
+) -> Iterator[np.ndarray]:
+    """Yield the ``n_replicates`` rows of Poisson weights in blocks of bounded memory.
+
+    With ``order``, column ``j`` of each block holds the weights of sample ``order[j]``: the
+    blocks of several orderings of the same samples (an audit's reports, each in its own rank
+    order) share one draw.
+    """
     step = max(_LANES, BLOCK_ELEMENTS // max(1, sample_seed.size) // _LANES * _LANES)
     for start in range(0, n_replicates, step):
-        yield poisson_weights(sample_seed, range(start, min(start + step, n_replicates)))
+        block = _shared_weights(sample_seed, range(start, min(start + step, n_replicates)), False)
+        yield block.copy() if order is None else np.take(block, order, axis=1)
 
 
 def percentile_interval(replicates: np.ndarray, level: float) -> tuple[float, float]:
@@ -79,16 +117,29 @@ def percentile_interval(replicates: np.ndarray, level: float) -> tuple[float, fl
 def percentile_intervals(replicates: np.ndarray, level: float) -> np.ndarray:
     """:func:`percentile_interval` of each row of ``replicates`` (shape ``(M, B)``), as ``(M, 2)``.
 
-    Rows without NaNs (nearly all) share one quantile call; the rest go one by one.
+    Each row's finite values, as ``np.quantile`` (its default linear method) would take them:
+    one sort of every row (non-finite values moved last) and numpy's interpolation formula,
+    rather than a quantile call per row with NaNs, several times faster on audit-sized inputs.
     """
     tail = (1.0 - level) / 2.0
-    finite = np.isfinite(replicates)
-    whole = finite.all(1) & finite.any(1)  # (an empty row has no interval)
-    out = np.full((len(replicates), 2), np.nan)
-    if whole.any():
-        out[whole] = np.quantile(replicates[whole], [tail, 1.0 - tail], axis=1).T
-    for row in np.flatnonzero(~whole & finite.any(1)):
-        out[row] = np.quantile(replicates[row][finite[row]], [tail, 1.0 - tail])
+    values = np.array(replicates, dtype=np.float64, ndmin=2)
+    finite = np.isfinite(values)
+    values[~finite] = np.nan  # sorted last, with the NaNs
+    values.sort(axis=1)
+    counts = finite.sum(1)
+    out = np.full((len(values), 2), np.nan)
+    rows = np.flatnonzero(counts)
+    if not len(rows):
+        return out
+    position = (counts[rows, None] - 1) * np.array([tail, 1.0 - tail])  # (rows, 2)
+    below = np.floor(position)
+    gamma = position - below
+    below = below.astype(np.intp)
+    above = np.minimum(below + 1, counts[rows, None] - 1)
+    low, high = values[rows[:, None], below], values[rows[:, None], above]
+    # numpy's _lerp: from the nearer end, so gamma = 1 gives the upper value exactly.
+    step = high - low
+    out[rows] = np.where(gamma >= 0.5, high - step * (1 - gamma), low + step * gamma)
     return out
 
 

@@ -10,7 +10,7 @@ p-value for "the metric did not change".
 
 from __future__ import annotations
 
-import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -47,30 +47,40 @@ def paired_change(
     zero, floored at ``1/B`` for ``B`` replicates. The change is significant when the ``ci``
     interval excludes zero.
     """
+    return paired_changes(before, after, [metric], ci)[metric]
+
+
+def paired_changes(
+    before: CalibrationReport, after: CalibrationReport, metrics: Sequence[str], ci: float = 0.95
+) -> dict[str, PairedChange]:
+    """:func:`paired_change` of each of ``metrics``, by name (one interval computation for all)."""
     for name in ("bootstrap", "bootstrap_seed", "sample_keys_sha256"):
         if before.settings.get(name) != after.settings.get(name):
             raise InputError(
                 f"after: expected a report of the same samples with the same bootstrap settings as "
                 f"before, but {name} differs ({before.settings.get(name)!r} vs {after.settings.get(name)!r})"
             )
-    if metric not in before.replicates or metric not in after.replicates:
-        raise InputError(
-            f"metric: expected a metric with bootstrap replicates (compute with bootstrap > 0), "
-            f"got {metric!r}"
-        )
-    differences = after.replicates[metric] - before.replicates[metric]
-    differences = differences[np.isfinite(differences)]
-    low, high = boot.percentile_interval(differences, ci)
-    if differences.size:
+    for metric in metrics:
+        if metric not in before.replicates or metric not in after.replicates:
+            raise InputError(
+                f"metric: expected a metric with bootstrap replicates (compute with bootstrap > 0), "
+                f"got {metric!r}"
+            )
+    differences = np.stack([after.replicates[m] - before.replicates[m] for m in metrics])
+    bounds = boot.percentile_intervals(differences, ci)
+    finite = np.isfinite(differences)
+    counts = finite.sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
         # B replicates cannot resolve a p-value below 1/B: report that floor, not zero.
-        tail = min(np.mean(differences <= 0), np.mean(differences >= 0))
-        p_value = min(1.0, max(2 * tail, 1 / differences.size))
-    else:
-        p_value = math.nan
-    return PairedChange(
-        metric=metric,
-        delta=float(after[metric] - before[metric]),
-        ci=(low, high),
-        p_value=float(p_value),
-        significant=bool(low > 0 or high < 0),
-    )
+        tail = np.minimum((finite & (differences <= 0)).sum(1), (finite & (differences >= 0)).sum(1)) / counts
+        p_values = np.minimum(1.0, np.maximum(2 * tail, 1 / counts))
+    return {
+        metric: PairedChange(
+            metric=metric,
+            delta=float(after[metric] - before[metric]),
+            ci=(float(low), float(high)),
+            p_value=float(p_value),
+            significant=bool(low > 0 or high < 0),
+        )
+        for metric, (low, high), p_value in zip(metrics, bounds, p_values, strict=True)
+    }

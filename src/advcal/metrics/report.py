@@ -211,7 +211,7 @@ class _RankedSamples:
         order = rank_order(records["confidence"], records["correct"])
         confidence = records["confidence"][order]
         correct = records["correct"][order].astype(np.float64)
-        self.keys = records["key"][order]
+        self.order = order
         self.n_bins = n_bins
         self.bin_starts = np.searchsorted(bins[order], np.arange(n_bins + 1))
         centred = confidence - confidence.mean()
@@ -321,10 +321,10 @@ def build_report(
     replicates: dict[str, np.ndarray] = {}
     if bootstrap:
         ranked = _RankedSamples(records, bins, n_bins, smooth_solver)
-        seeds = boot.sample_seeds(seed, ranked.keys)
+        seeds = boot.sample_seeds(seed, records["key"])
         blocks: list[dict[str, np.ndarray]] = []
         start = 0
-        for weights in boot.weight_blocks(seeds, bootstrap):
+        for weights in boot.weight_blocks(seeds, bootstrap, ranked.order):
             stop = start + len(weights)
             block_cells = None if replicate_cells is None else {
                 k: v[start:stop].numpy() for k, v in replicate_cells.items()

@@ -215,11 +215,10 @@ class CalibrationStats:
             nll=(-log_p_true).numpy(),
         )
         if self.classwise:
-            _add_class_cells(self._cells, unnormalised, total, labels, self.n_bins, None)
+            entries = _ClassEntries.of(unnormalised, total, labels, self.n_bins)
+            _add_class_cells(self._cells, entries, unnormalised, total)
             if weights is not None:
-                _add_class_cells(
-                    self._replicate_cells, unnormalised, total, labels, self.n_bins, weights
-                )
+                _add_replicate_class_cells(self._replicate_cells, entries, unnormalised, total, weights)
 
     # ------------------------------------------------------------------ merging
     def merge(self, other: CalibrationStats) -> CalibrationStats:
@@ -386,63 +385,88 @@ def _add_cells(
     return {name: total[name] + part[name] for name in total}
 
 
-def _add_class_cells(
-    cells: dict[str, torch.Tensor],
-    unnormalised: torch.Tensor,
-    total: torch.Tensor,
-    labels: torch.Tensor,
-    n_bins: int,
-    weights: np.ndarray | None,
-) -> None:
-    """Add a chunk's class-wise cells: unweighted, or one set per column of ``weights``
-    (shape ``(samples, replicates)``).
+@dataclass
+class _ClassEntries:
+    """A chunk's class probabilities that may lie above bin 0, each with its cell.
 
     Probabilities are ``unnormalised / total[:, None]``. Those below 1/n_bins all fall in
     bin 0 and are the bulk of an ``N x C`` matrix; only the few entries above it (at most
     ``n_bins`` per row) are binned one by one, and bin 0 gets the rest from column totals.
+    (numpy, not torch: on batch-sized arrays each torch call costs several numpy calls.)
     """
-    n, n_classes = unnormalised.shape
-    # A hair below the threshold, so rounding never hides an entry that belongs above it;
-    # the exact bin of each candidate is decided below from its probability.
-    candidate = unnormalised >= (total * ((1 - 1e-12) / n_bins))[:, None]
-    rows, cols = torch.nonzero(candidate, as_tuple=True)
-    values = unnormalised[rows, cols] / total[rows]
-    cell = cols * n_bins + equal_width_bin_index(values, n_bins)
-    # A sample is a hit in the cell of its true class; true-class probabilities that are not
-    # candidates are in bin 0.
-    true = cols == labels[rows]
-    size = n_classes * n_bins
-    if weights is None:
-        count = torch.bincount(cell, minlength=size).view(n_classes, n_bins)
-        # (bincount of an empty index returns int64 even with float weights: cast.)
-        prob = torch.bincount(cell, values, minlength=size).double().view(n_classes, n_bins)
-        hits = torch.bincount(cell[true], minlength=size).view(n_classes, n_bins)
-        count[:, 0] += n - count.sum(1)
-        prob[:, 0] += total.reciprocal() @ unnormalised - prob.sum(1)
-        hits[:, 0] += torch.bincount(labels, minlength=n_classes) - hits.sum(1)
-    else:
-        # Per replicate, every cell sums its entries' sample weights: the count, probability
-        # and hit cells and the class members, stacked into one sparse (rows x samples)
-        # matrix, times the (samples x replicates) weights.
-        n_replicates = weights.shape[1]
-        hit = torch.nonzero(true).flatten()
-        stacked = sparse.csr_matrix(
+
+    rows: np.ndarray  # sample (row of the chunk) of each entry
+    values: np.ndarray  # its probability
+    cell: np.ndarray  # class * n_bins + bin
+    true: np.ndarray  # whether its class is the sample's label
+    labels: np.ndarray
+    n_classes: int
+    n_bins: int
+
+    @classmethod
+    def of(cls, unnormalised: torch.Tensor, total: torch.Tensor, labels: torch.Tensor, n_bins: int
+           ) -> _ClassEntries:
+        scores, totals = unnormalised.numpy(), total.numpy()
+        # A hair below the threshold, so rounding never hides an entry that belongs above it;
+        # the exact bin of each candidate is decided below from its probability.
+        rows, cols = np.nonzero(scores >= (totals * ((1 - 1e-12) / n_bins))[:, None])
+        values = scores[rows, cols] / totals[rows]
+        cell = cols * n_bins + equal_width_bin_index(torch.from_numpy(values), n_bins).numpy()
+        # A sample is a hit in the cell of its true class; true-class probabilities that are
+        # not candidates are in bin 0.
+        label_array = labels.numpy()
+        return cls(rows, values, cell, cols == label_array[rows], label_array, scores.shape[1], n_bins)
+
+
+def _add_class_cells(
+    cells: dict[str, torch.Tensor], entries: _ClassEntries, unnormalised: torch.Tensor, total: torch.Tensor
+) -> None:
+    """Add a chunk's class-wise cells (counts, probability sums, hits)."""
+    n, n_classes, size = len(entries.labels), entries.n_classes, entries.n_classes * entries.n_bins
+    shape = (n_classes, entries.n_bins)
+    count = np.bincount(entries.cell, minlength=size).reshape(shape)
+    # (bincount of an empty index returns int64 even with float weights: cast.)
+    prob = np.bincount(entries.cell, entries.values, size).astype(np.float64, copy=False).reshape(shape)
+    hits = np.bincount(entries.cell[entries.true], minlength=size).reshape(shape)
+    count[:, 0] += n - count.sum(1)
+    prob[:, 0] += (total.reciprocal() @ unnormalised).numpy() - prob.sum(1)
+    hits[:, 0] += np.bincount(entries.labels, minlength=n_classes) - hits.sum(1)
+    for name, value in zip(_CELL_FIELDS, (count, prob, hits), strict=True):
+        cells[name] += torch.from_numpy(value)
+
+
+def _add_replicate_class_cells(
+    cells: dict[str, torch.Tensor], entries: _ClassEntries, unnormalised: torch.Tensor,
+    total: torch.Tensor, weights: np.ndarray,
+) -> None:
+    """Add a chunk's class-wise cells under each column of ``weights`` (shape ``(samples, replicates)``).
+
+    Per replicate, every cell sums its entries' sample weights: one sparse (sums x samples)
+    matrix times the weights gives the count, probability and hit cells, and for bin 0's
+    remainders each class's members and the total weight. Each class's probability total,
+    the one dense sum, is a matrix product.
+    """
+    n, n_classes, n_bins = len(entries.labels), entries.n_classes, entries.n_bins
+    cell, rows, size = entries.cell, entries.rows, n_classes * n_bins
+    hit = np.flatnonzero(entries.true)
+    samples = np.arange(n)
+    stacked = sparse.coo_matrix(
+        (
+            np.concatenate([np.ones(len(cell)), entries.values, np.ones(len(hit) + 2 * n)]),
             (
-                np.concatenate([np.ones(len(cell)), values.numpy(), np.ones(len(hit)), np.ones(n)]),
-                (
-                    torch.cat([cell, size + cell, 2 * size + cell[hit], 3 * size + labels]).numpy(),
-                    torch.cat([rows, rows, rows[hit], torch.arange(n)]).numpy(),
-                ),
+                np.concatenate([cell, size + cell, 2 * size + cell[hit], 3 * size + entries.labels,
+                                np.full(n, 3 * size + n_classes)]),
+                np.concatenate([rows, rows, rows[hit], samples, samples]),
             ),
-            shape=(3 * size + n_classes, n),
-        )
-        sums = torch.from_numpy((stacked @ weights).T.copy())  # (replicates, rows)
-        count, prob, hits = sums[:, : 3 * size].reshape(n_replicates, 3, n_classes, n_bins).unbind(1)
-        members = sums[:, 3 * size :]
-        replicate_weights = torch.from_numpy(weights)
-        count[..., 0] += replicate_weights.sum(0)[:, None] - count.sum(2)
-        prob[..., 0] += replicate_weights.T @ (unnormalised / total[:, None]) - prob.sum(2)
-        hits[..., 0] += members - hits.sum(2)
-    cells["class_count"] += count
-    cells["class_prob"] += prob
-    cells["class_hits"] += hits
+        ),
+        shape=(3 * size + n_classes + 1, n),
+    )
+    sums = stacked @ weights  # (sums, replicates)
+    # In torch, not numpy: numpy's OpenBLAS threads spin after a product and slow the passes.
+    class_prob = ((unnormalised / total[:, None]).T @ torch.from_numpy(weights)).numpy()
+    count, prob, hits = sums[: 3 * size].reshape(3, n_classes, n_bins, -1)
+    count[:, 0] += sums[-1] - count.sum(1)
+    prob[:, 0] += class_prob - prob.sum(1)
+    hits[:, 0] += sums[3 * size : -1] - hits.sum(1)
+    for name, value in zip(_CELL_FIELDS, (count, prob, hits), strict=True):
+        cells[name] += torch.from_numpy(value).permute(2, 0, 1)  # replicates first
