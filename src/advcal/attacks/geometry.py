@@ -46,9 +46,12 @@ def ascent_step(
     """One steepest-ascent step of size ``alpha`` (per sample if a tensor) in the given norm."""
     if isinstance(alpha, torch.Tensor):
         alpha = alpha.view(-1, *([1] * (x_adv.ndim - 1)))
-    if norm == "linf":
-        # In place on the fresh sign tensor: the same roundings as x_adv + alpha * sign.
-        return grad.sign().mul_(alpha).add_(x_adv)
+        if norm == "linf":
+            # In place on the fresh sign tensor: the same roundings as x_adv + alpha * sign.
+            return grad.sign().mul_(alpha).add_(x_adv)
+    elif norm == "linf":
+        # alpha * sign is exact, so the one fused op rounds as x_adv + alpha * sign does.
+        return x_adv.add(grad.sign(), alpha=alpha)
     return x_adv + alpha * grad / (_flat_norm(grad) + 1e-12)
 
 
