@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from advcal.metrics import CalibrationStats, calibration_report
+from advcal.metrics import CalibrationStats, bootstrap, calibration_report
 from advcal.metrics.bootstrap import (
     percentile_interval,
     percentile_intervals,
@@ -80,6 +80,22 @@ def test_remembered_weights_are_the_same_numbers_and_cannot_be_corrupted_by_a_ca
     (permuted,) = weight_blocks(seeds, 40, order)
     np.testing.assert_array_equal(permuted, again[:, order])
     np.testing.assert_array_equal(permuted, poisson_weights(seeds[order], range(40)))
+
+
+def test_blocks_too_large_to_keep_are_the_same_numbers(monkeypatch):
+    """Blocks above the kept size are drawn afresh, in the order asked (a permutation of a
+    large kept block would cost more than the draw)."""
+    seeds = sample_seeds(4, np.arange(300))
+    order = np.random.default_rng(1).permutation(300)
+    kept = list(weight_blocks(seeds, 12, order))
+    unordered = list(weight_blocks(seeds, 12))
+    monkeypatch.setattr(bootstrap, "_RECENT_BYTES", 64)  # nothing is kept
+    for small, large in zip(kept, weight_blocks(seeds, 12, order), strict=True):
+        np.testing.assert_array_equal(small, large)
+    for small, large in zip(unordered, weight_blocks(seeds, 12), strict=True):
+        np.testing.assert_array_equal(small, large)
+    np.testing.assert_array_equal(poisson_weights(seeds, range(12), samples_first=True),
+                                  np.concatenate(unordered).T)
 
 
 def test_streamed_classwise_replicates_equal_a_direct_weighted_computation():

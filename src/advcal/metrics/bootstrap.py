@@ -55,11 +55,14 @@ def poisson_weights(
     Entry ``(b, i)`` depends only on ``sample_seed[i]`` and the replicate number ``b``. With
     ``samples_first`` the same numbers come laid out as ``(N, len(replicates))``.
     """
+    if not _remembered(sample_seed.size * len(replicates)):
+        return _draw_weights(sample_seed, replicates, samples_first)
     return _shared_weights(sample_seed, replicates, samples_first).copy()
 
 
 def _shared_weights(sample_seed: np.ndarray, replicates: range, samples_first: bool) -> np.ndarray:
-    """:func:`poisson_weights`, remembered: callers must not modify the array returned.
+    """:func:`poisson_weights` of a small block (see :func:`_remembered`), remembered: callers
+    must not modify the array returned.
 
     An audit draws the same weights for each condition of a batch (clean and every ε score
     the same samples), so the last few blocks are kept: a copy costs an eighth of a draw.
@@ -70,12 +73,16 @@ def _shared_weights(sample_seed: np.ndarray, replicates: range, samples_first: b
             _RECENT.move_to_end(key)
             return _RECENT[key]
     weights = _draw_weights(sample_seed, replicates, samples_first)
-    if weights.nbytes <= _RECENT_BYTES // 4:
-        with _RECENT_LOCK:
-            _RECENT[key] = weights
-            while sum(w.nbytes for w in _RECENT.values()) > _RECENT_BYTES:
-                _RECENT.popitem(last=False)
+    with _RECENT_LOCK:
+        _RECENT[key] = weights
+        while sum(w.nbytes for w in _RECENT.values()) > _RECENT_BYTES:
+            _RECENT.popitem(last=False)
     return weights
+
+
+def _remembered(n_weights: int) -> bool:
+    """Whether a block of ``n_weights`` float64 weights is small enough to keep."""
+    return 8 * n_weights <= _RECENT_BYTES // 4
 
 
 def _draw_weights(sample_seed: np.ndarray, replicates: range, samples_first: bool) -> np.ndarray:
@@ -104,8 +111,13 @@ def weight_blocks(
     """
     step = max(_LANES, BLOCK_ELEMENTS // max(1, sample_seed.size) // _LANES * _LANES)
     for start in range(0, n_replicates, step):
-        block = _shared_weights(sample_seed, range(start, min(start + step, n_replicates)), False)
-        yield block.copy() if order is None else np.take(block, order, axis=1)
+        replicates = range(start, min(start + step, n_replicates))
+        if order is None:
+            yield poisson_weights(sample_seed, replicates)
+        elif _remembered(sample_seed.size * len(replicates)):
+            yield np.take(_shared_weights(sample_seed, replicates, False), order, axis=1)
+        else:  # a block too large to keep: drawn in the order asked, not drawn then permuted
+            yield _draw_weights(sample_seed[order], replicates, False)
 
 
 def percentile_interval(replicates: np.ndarray, level: float) -> tuple[float, float]:

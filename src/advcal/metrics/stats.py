@@ -392,7 +392,7 @@ class _ClassEntries:
     Probabilities are ``unnormalised / total[:, None]``. Those below 1/n_bins all fall in
     bin 0 and are the bulk of an ``N x C`` matrix; only the few entries above it (at most
     ``n_bins`` per row) are binned one by one, and bin 0 gets the rest from column totals.
-    (numpy, not torch: on batch-sized arrays each torch call costs several numpy calls.)
+    (In numpy after the first pass: on batch-sized arrays a torch call costs several numpy calls.)
     """
 
     rows: np.ndarray  # sample (row of the chunk) of each entry
@@ -406,10 +406,12 @@ class _ClassEntries:
     @classmethod
     def of(cls, unnormalised: torch.Tensor, total: torch.Tensor, labels: torch.Tensor, n_bins: int
            ) -> _ClassEntries:
-        scores, totals = unnormalised.numpy(), total.numpy()
         # A hair below the threshold, so rounding never hides an entry that belongs above it;
-        # the exact bin of each candidate is decided below from its probability.
-        rows, cols = np.nonzero(scores >= (totals * ((1 - 1e-12) / n_bins))[:, None])
+        # the exact bin of each candidate is decided below from its probability. (The one
+        # pass over the whole chunk in torch, whose threads make it twice numpy's speed.)
+        candidate = unnormalised >= (total * ((1 - 1e-12) / n_bins))[:, None]
+        rows, cols = (index.numpy() for index in torch.nonzero(candidate, as_tuple=True))
+        scores, totals = unnormalised.numpy(), total.numpy()
         values = scores[rows, cols] / totals[rows]
         cell = cols * n_bins + equal_width_bin_index(torch.from_numpy(values), n_bins).numpy()
         # A sample is a hit in the cell of its true class; true-class probabilities that are
