@@ -55,7 +55,7 @@ class Accuracy:
             ``exp(-damped_out² / 2)``).
         last_step: a Newton step shorter than this is taken without another evaluation; its
             own error is of the order of its square times the curvature.
-        dtype: of the DCTs (sums are taken in float64 either way).
+        dtype: of the damping factors and the DCTs (sums are taken in float64 either way).
     """
 
     resolution: int
@@ -67,7 +67,7 @@ class Accuracy:
 # The point estimate: quadrature error ~3e-7, terms dropped below e^-40 (float64 rounding).
 POINT = Accuracy(resolution=20, damped_out=9.0, last_step=1e-7)
 # Bootstrap replicates, whose percentile intervals carry a Monte Carlo error near 1e-3: errors
-# of up to 1e-5 per replicate (terms dropped below e^-18, float32 DCTs), measured on the
+# of up to 1e-5 per replicate (terms dropped below e^-18, float32 damping and DCTs), measured on the
 # default audit's reports to move interval ends by at most 3e-6, in half the time that 8
 # points per bandwidth at the point estimate's precision took. A last Newton step of 1e-4 is
 # off by ~1e-7 (its square times the curvature): the same errors, one evaluation fewer for
@@ -187,10 +187,11 @@ def _smooth_ece_at(
     same pages serve every evaluation of a solve, rather than fresh ones faulted in each time.
     """
     rows, terms = coefficients.shape
-    pi_k = np.pi * np.arange(terms)
+    # In the transforms' dtype throughout (float32 for replicates: half the memory traffic).
+    pi_k = np.pi * np.arange(terms, dtype=work.dtype)
     damped = work[: 2 * rows]
     damped[:, terms:] = 0
-    exponent = np.multiply.outer(sigma, pi_k)  # πkσ
+    exponent = np.multiply.outer(sigma.astype(work.dtype), pi_k)  # πkσ
     slope = exponent * pi_k  # σ (πk)², negated below
     np.square(exponent, out=exponent)
     exponent *= -0.5
@@ -230,6 +231,7 @@ def _fixed_point(
     sigma = np.full(rows, np.clip(0.05 if start is None else start, floor, 1.0))
     active = np.ones(rows, bool)
     work = np.empty((2 * rows, grid + 1), accuracy.dtype)
+    coefficients = coefficients.astype(accuracy.dtype, copy=False)
     for _ in range(MAX_ITERATIONS):
         if not active.any():
             break
