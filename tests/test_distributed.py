@@ -31,6 +31,7 @@ from advcal.distributed import (
     all_gather_arrays,
     broadcast_array,
     concatenate_by_index,
+    deal_out,
     gather_stats,
     init_from_environment,
     rank_positions,
@@ -186,7 +187,40 @@ def _scenario_mismatch(rank: int) -> dict[str, np.ndarray]:
     return {"errors": np.array(errors), "after": np.concatenate([part["rank"] for part in after])}
 
 
+N_MODELS = 3  # more items than ranks: rank 0 gets two
+
+
+def _scenario_dealt(rank: int) -> dict[str, np.ndarray]:
+    """An audit's per-model checks dealt out: which ran here, and what every rank received."""
+    ran = []
+
+    def work(position: int) -> dict[str, object]:
+        ran.append(position)
+        return {"position": position, "rank": rank, "value": position / 7, "undefined": math.nan}
+
+    shared = deal_out(range(N_MODELS), work, world())
+
+    def failing(position: int) -> dict[str, object]:
+        if rank == 1:
+            raise ValueError("fit failed")
+        return {}
+
+    def unsendable(position: int) -> dict[str, object]:
+        return {"model": torch.nn.Linear(1, 1) if position == 1 else None}  # not JSON on rank 1
+
+    failures = []
+    for bad_work in (failing, unsendable):
+        try:
+            deal_out(range(N_MODELS), bad_work, world())
+            failures.append("")
+        except DistributedError as raised:
+            failures.append(str(raised))
+    return {"ran": np.array(ran, np.int64), "shared": np.array(json.dumps(shared)),
+            "failures": np.array(failures)}
+
+
 SCENARIOS: dict[str, Callable[[int], dict[str, np.ndarray]]] = {
+    "dealt": _scenario_dealt,
     "gather": _scenario_gather,
     "stats": _scenario_stats,
     "agree": _scenario_agree,
@@ -382,6 +416,32 @@ def test_broadcast_array_sends_shape_dtype_and_values(spawned):
         none, complex_ = got["errors"].tolist()
         assert "rank 1 (src) must pass a numpy array" in none
         assert "rank 1 (src) must pass an array of dtype float64" in complex_
+
+
+def test_dealt_out_work_runs_once_per_model_and_every_rank_gets_all_of_it(spawned):
+    """The audit's illusion check and fixes under torchrun: model k on rank k mod 2 only."""
+    for rank in range(SIZE):
+        got = _load(spawned, "dealt", rank)
+        assert got["ran"].tolist() == [k for k in range(N_MODELS) if k % SIZE == rank]
+        shared = json.loads(str(got["shared"]))
+        assert [entry["position"] for entry in shared] == list(range(N_MODELS))
+        assert [entry["rank"] for entry in shared] == [k % SIZE for k in range(N_MODELS)]
+        assert [entry["value"] for entry in shared] == [k / 7 for k in range(N_MODELS)]
+        assert all(math.isnan(entry["undefined"]) for entry in shared)
+        failed, unsendable = got["failures"].tolist()  # on every rank, none left waiting
+        assert failed == "rank 1 failed: fit failed"
+        assert unsendable == "rank 1 failed: Object of type Linear is not JSON serializable"
+
+
+def test_dealt_out_work_in_one_process_is_the_work_itself():
+    results = [{"k": k, "data": (k, 2.5)} for k in range(3)]
+    assert deal_out(range(3), lambda k: results[k], World(0, 1)) == results  # not even a JSON round trip
+
+    def failing(k: int) -> dict[str, object]:
+        raise ValueError("own error")
+
+    with pytest.raises(ValueError, match="own error"):  # raised as it is, as agree does
+        deal_out(range(2), failing, World(0, 1))
 
 
 # ---------------------------------------------------------------------------- (g) mismatches

@@ -45,9 +45,11 @@ def one_process(args: list[str], capsys) -> None:
 
 
 def without_timings(value: object) -> object:
-    """report.json minus wall-clock seconds, the one thing that may differ between runs."""
+    """report.json minus wall-clock seconds (and the illusion check's time ratio), the one thing
+    that may differ between runs."""
     if isinstance(value, dict):
-        return {key: without_timings(item) for key, item in value.items() if key != "seconds"}
+        return {key: without_timings(item) for key, item in value.items()
+                if key not in ("seconds", "time_of_served_pgd")}
     if isinstance(value, list):
         return [without_timings(item) for item in value]
     return value
@@ -83,6 +85,19 @@ def test_two_processes_audit_exactly_like_one(tmp_path, capsys):
     # The counts of passes add up over ranks to the one-process counts.
     for a, b in zip(ours["models"], theirs["models"], strict=True):
         assert a["cost"]["forward_passes"] == b["cost"]["forward_passes"]
+
+
+def test_two_processes_deal_out_the_illusion_check_and_the_fixes(tmp_path, capsys):
+    """Each model's checks attack the whole data: rank k runs model k's, and the report is the
+    one-process report (which model ran where is tested in test_distributed.py)."""
+    args = [*AUDIT, "--illusion", "--fixes"]
+    one_process([*args, "--out", str(tmp_path / "one")], capsys)
+    done = torchrun([*args, "--out", str(tmp_path / "two")])
+    assert done.returncode == 0, done.stderr[-3000:]
+    ours = json.loads((tmp_path / "two" / "report.json").read_text())
+    theirs = json.loads((tmp_path / "one" / "report.json").read_text())
+    assert all("illusion" in model and "fixes" in model for model in ours["models"])
+    assert_same(without_timings(ours), without_timings(theirs))
 
 
 def test_two_processes_write_the_files_of_one(tmp_path, capsys):

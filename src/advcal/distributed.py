@@ -5,6 +5,8 @@ by each sample's ``index``, so a rank computes exactly what one process would fo
 Results travel between ranks as numpy arrays moved by tensor collectives only (nothing is
 pickled, so a rank can never execute what another sends), and are merged in rank order
 (:func:`gather_stats`, :func:`concatenate_by_index`), so the outcome equals a single process's.
+Work that cannot be sharded is dealt out whole, one item per rank in turn (:func:`deal_out`);
+its JSON results travel as UTF-8 bytes, parsed with ``json``, not unpickled.
 
 Every collective here is entered by every rank in the same order, whatever the rank's data:
 a problem found on one rank (an unsupported dtype, a missing key, an exception in its own work)
@@ -16,9 +18,10 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -30,6 +33,8 @@ from advcal.devices import resolve_device
 from advcal.errors import AdvcalError, InputError, describe
 from advcal.metrics.stats import CalibrationStats
 from advcal.outputs import OUTPUT_KINDS
+
+T = TypeVar("T")
 
 # The dtypes arrays may have; broadcast_array sends a dtype as its position in this tuple.
 SUPPORTED_DTYPES: tuple[np.dtype, ...] = tuple(
@@ -308,6 +313,35 @@ def broadcast_array(array: np.ndarray | None, world: World, src: int = 0) -> np.
     if world.rank == src:
         return array
     return tensor.cpu().numpy().view(dtype)
+
+
+def deal_out(
+    items: Sequence[T], work: Callable[[T], dict[str, object]], world: World
+) -> list[dict[str, object]]:
+    """``work(item)`` of every item, each computed on one rank and sent to all.
+
+    For work that cannot be sharded (an audit's per-model illusion check and fixes attack the
+    whole data): item ``k`` runs on rank ``k mod size`` only, and its result, a JSON-ready dict,
+    travels to every rank as JSON. With one process, the results of ``work`` unchanged. A rank
+    whose work fails makes every rank fail, as :func:`agree` does.
+    """
+    mine: dict[int, dict[str, object]] = {}
+    encoded: dict[int, np.ndarray] = {}
+    failure = None
+    try:
+        for position, item in enumerate(items):
+            if position % world.size == world.rank:
+                mine[position] = work(item)
+                if world.size > 1:  # here, so that a result JSON cannot hold fails every rank
+                    encoded[position] = np.frombuffer(json.dumps(mine[position]).encode("utf-8"), np.uint8)
+    except BaseException as error:  # every rank must learn of it; agree re-raises it
+        failure = error
+    agree(failure, world)
+    if world.size == 1:
+        return [mine[position] for position in range(len(items))]
+    return [json.loads(broadcast_array(encoded.get(position), world, src=position % world.size)
+                       .tobytes().decode("utf-8"))
+            for position in range(len(items))]
 
 
 # ---------------------------------------------------------------------------- helpers

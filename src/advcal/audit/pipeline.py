@@ -38,6 +38,7 @@ from advcal.distributed import (
     agree,
     all_gather_arrays,
     concatenate_by_index,
+    deal_out,
     gather_stats,
     rank_positions,
     shard,
@@ -211,20 +212,23 @@ def audit(
             if isinstance(data, AdversarialSet):
                 results[-1].evaluation = _stored_evaluation(model, data)
                 results[-1].flags.extend(flag.as_dict() for flag in evaluation_flags(results[-1].evaluation))
-            if illusion:
-                found = check_illusion(model, data, calibration, sorted(epsilons)[len(epsilons) // 2],
-                                       steps=int(attack_params_record.get("steps", 20)), seed=seed,
-                                       batch_size=batch_size)
-                results[-1].illusion = found.to_dict()
-                results[-1].flags.extend(flag.as_dict() for flag in illusion_flags(found))
-            if fixes:
-                table = evaluate_fixes(model, calibration, data, epsilons, attack=attack,
-                                       attack_params=dict(attack_params or {}), seed=seed,
-                                       batch_size=batch_size, n_bins=n_bins)
-                results[-1].fixes = table.to_dict()
-                results[-1].flags.extend(fix_flag(flag).as_dict() for flag in table.flags)
         finally:
             model.to(home)
+    if illusion or fixes:
+        def checks(model: nn.Module) -> dict[str, object]:
+            home = module_device(model)
+            try:
+                return _model_checks(model.to(target or home), data, calibration, epsilons, attack,
+                                     attack_params, int(attack_params_record.get("steps", 20)), seed,
+                                     batch_size, n_bins, illusion, fixes)
+            finally:
+                model.to(home)
+
+        # Each model's checks attack the whole data, not a shard: under several processes
+        # they are dealt out to the ranks in turn, then every rank gets every model's.
+        for entry, found in zip(results, deal_out(list(models.values()), checks, ranks), strict=True):
+            entry.illusion, entry.fixes = found["illusion"], found["fixes"]
+            entry.flags.extend(found["flags"])
     config = {
         "advcal_version": advcal.__version__,
         "data": _data_config(data),
@@ -387,6 +391,27 @@ def audit_passes(
         cost={"forward_passes": forward, "backward_passes": backward,
               "seconds": {"clean": clean_time, "attack": attack_time, "metrics": metrics_time}},
     )
+
+
+def _model_checks(
+    model: nn.Module, data: DataSource, calibration: DataSource, epsilons: list[float], attack: str,
+    attack_params: Mapping[str, object] | None, steps: int, seed: int, batch_size: int, n_bins: int,
+    illusion: bool, fixes: bool,
+) -> dict[str, object]:
+    """One model's illusion check and fixes table, with their flags, JSON-ready."""
+    found: dict[str, object] = {"illusion": None, "fixes": None, "flags": []}
+    if illusion:
+        report = check_illusion(model, data, calibration, sorted(epsilons)[len(epsilons) // 2],
+                                steps=steps, seed=seed, batch_size=batch_size)
+        found["illusion"] = report.to_dict()
+        found["flags"] += [flag.as_dict() for flag in illusion_flags(report)]
+    if fixes:
+        table = evaluate_fixes(model, calibration, data, epsilons, attack=attack,
+                               attack_params=dict(attack_params or {}), seed=seed,
+                               batch_size=batch_size, n_bins=n_bins)
+        found["fixes"] = table.to_dict()
+        found["flags"] += [fix_flag(flag).as_dict() for flag in table.flags]
+    return found
 
 
 def _calibration_split(data: DataSource | AdversarialSet, calibration: DataSource | None) -> DataSource:

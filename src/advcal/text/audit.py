@@ -25,7 +25,7 @@ from advcal.audit.pipeline import BatchPasses, ProgressFn, audit_passes
 from advcal.audit.result import AuditResult
 from advcal.checks import check_choice, check_int
 from advcal.devices import module_device
-from advcal.distributed import World, all_gather_arrays, rank_positions, world
+from advcal.distributed import World, all_gather_arrays, deal_out, rank_positions, world
 from advcal.errors import InputError
 from advcal.models import check_logits, frozen
 from advcal.text.attacks import CharacterAttack, WordSubstitutionAttack
@@ -89,7 +89,8 @@ def audit_text(
 
     Under torchrun each rank audits whole batches and the statistics, per-sample records,
     example texts and query counts are gathered, so the result is that of one process, as in the
-    image audit. The illusion check and the fixes run whole on every rank.
+    image audit. The illusion check and the fixes attack the whole data: each model's run on
+    one rank (model ``k`` on rank ``k mod size``) and every rank receives them.
     """
     if isinstance(models, nn.Module):
         models = {"text-classifier": models}
@@ -131,23 +132,16 @@ def audit_text(
                                     limits, progress, ranks))
         results[-1].examples, results[-1].cost["queries"] = _gathered_examples(
             found, queries[0], examples, data, ranks)
-        if illusion:
-            # Imported here: advcal.text.illusion and .fixes build on this module's attack table.
-            from advcal.text.illusion import check_text_illusion
+    if illusion or fixes:
+        def checks(model: nn.Module) -> dict[str, object]:
+            return _text_model_checks(model, data, calibration, budgets, attack, attack_params, seed,
+                                      batch_size, n_bins, illusion, fixes)
 
-            middle = sorted(budgets)[len(budgets) // 2]
-            checked = check_text_illusion(model, data, calibration, middle, attack, attack_params, seed=seed,
-                                          batch_size=batch_size)
-            results[-1].illusion = checked.to_dict()
-            results[-1].flags.extend(flag.as_dict() for flag in illusion_flags(checked))
-        if fixes:
-            from advcal.text.fixes import evaluate_text_fixes
-
-            table = evaluate_text_fixes(model, calibration, data, budgets, attack=attack,
-                                        attack_params=attack_params, seed=seed, batch_size=batch_size,
-                                        n_bins=n_bins)
-            results[-1].fixes = table.to_dict()
-            results[-1].flags.extend(fix_flag(flag).as_dict() for flag in table.flags)
+        # Each model's checks attack the whole data: under several processes they are dealt
+        # out to the ranks in turn, then every rank gets every model's (advcal.distributed).
+        for entry, checked in zip(results, deal_out(list(models.values()), checks, ranks), strict=True):
+            entry.illusion, entry.fixes = checked["illusion"], checked["fixes"]
+            entry.flags.extend(checked["flags"])
     config = {
         "advcal_version": advcal.__version__,
         "data": {"spec": data.name, "split": split, "n_samples": len(data),
@@ -166,6 +160,33 @@ def audit_text(
         "models": list(models),
     }
     return AuditResult(config=config, models=results)
+
+
+def _text_model_checks(
+    model: nn.Module, data: TextDataset, calibration: TextDataset | None, budgets: list[float], attack: str,
+    attack_params: Mapping[str, object] | None, seed: int, batch_size: int, n_bins: int,
+    illusion: bool, fixes: bool,
+) -> dict[str, object]:
+    """One text classifier's illusion check and fixes table, with their flags, JSON-ready."""
+    found: dict[str, object] = {"illusion": None, "fixes": None, "flags": []}
+    if illusion:
+        # Imported here: advcal.text.illusion and .fixes build on this module's attack table.
+        from advcal.text.illusion import check_text_illusion
+
+        middle = sorted(budgets)[len(budgets) // 2]
+        checked = check_text_illusion(model, data, calibration, middle, attack, attack_params, seed=seed,
+                                      batch_size=batch_size)
+        found["illusion"] = checked.to_dict()
+        found["flags"] += [flag.as_dict() for flag in illusion_flags(checked)]
+    if fixes:
+        from advcal.text.fixes import evaluate_text_fixes
+
+        table = evaluate_text_fixes(model, calibration, data, budgets, attack=attack,
+                                    attack_params=attack_params, seed=seed, batch_size=batch_size,
+                                    n_bins=n_bins)
+        found["fixes"] = table.to_dict()
+        found["flags"] += [fix_flag(flag).as_dict() for flag in table.flags]
+    return found
 
 
 def attack_record(attack: str, params: Mapping[str, object]) -> dict[str, object]:
