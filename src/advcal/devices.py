@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 
 from advcal.errors import ConfigError
@@ -39,6 +42,16 @@ def module_device(module: torch.nn.Module) -> torch.device:
     for tensor in (*module.parameters(), *module.buffers()):
         return tensor.device
     return torch.device("cpu")
+
+
+@contextmanager
+def placed(module: torch.nn.Module, device: torch.device | None) -> Iterator[torch.nn.Module]:
+    """``module`` moved to ``device`` (None: where it is) for the block, then moved back home."""
+    home = module_device(module)
+    try:
+        yield module.to(device or home)
+    finally:
+        module.to(home)
 
 
 def _mps_available() -> bool:

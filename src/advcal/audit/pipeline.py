@@ -32,7 +32,7 @@ from advcal.audit.result import HEADLINE, AuditResult, ModelAudit
 from advcal.calibration import CalibratedModel, attack_calibrated, evaluate_fixes
 from advcal.checks import check_int
 from advcal.data import AdversarialSet, DataSource, load_data
-from advcal.devices import module_device, resolve_device
+from advcal.devices import module_device, placed, resolve_device
 from advcal.distributed import (
     World,
     agree,
@@ -198,10 +198,8 @@ def audit(
     results = []
     devices = []
     for name, model in models.items():
-        home = module_device(model)
-        devices.append(str(target or home))
-        try:
-            model.to(target or home)
+        devices.append(str(target or module_device(model)))
+        with placed(model, target):
             if isinstance(data, AdversarialSet):
                 passes = _stored_passes(name, model, data, batch_size, positions)
             else:
@@ -212,17 +210,12 @@ def audit(
             if isinstance(data, AdversarialSet):
                 results[-1].evaluation = _stored_evaluation(model, data)
                 results[-1].flags.extend(flag.as_dict() for flag in evaluation_flags(results[-1].evaluation))
-        finally:
-            model.to(home)
     if illusion or fixes:
         def checks(model: nn.Module) -> dict[str, object]:
-            home = module_device(model)
-            try:
-                return _model_checks(model.to(target or home), data, calibration, epsilons, attack,
-                                     attack_params, int(attack_params_record.get("steps", 20)), seed,
-                                     batch_size, n_bins, illusion, fixes)
-            finally:
-                model.to(home)
+            with placed(model, target):
+                return _model_checks(model, data, calibration, epsilons, attack, attack_params,
+                                     int(attack_params_record.get("steps", 20)), seed, batch_size, n_bins,
+                                     illusion, fixes)
 
         # Each model's checks attack the whole data, not a shard: under several processes
         # they are dealt out to the ranks in turn, then every rank gets every model's.
