@@ -31,7 +31,7 @@ def small_audit():
 
 def test_audit_of_the_reference_models(small_audit):
     result = small_audit.to_dict()
-    assert result["schema_version"] == "0.4"
+    assert result["schema_version"] == "0.5"
     assert result["config"]["seed"] == 3 and result["config"]["epsilons"] == [0.1, 0.2]
     assert result["config"]["attack"]["attack"] == "pgd" and result["config"]["attack"]["steps"] == 5
     assert [m["name"] for m in result["models"]] == ["digits-cnn", "digits-cnn-at"]
@@ -157,7 +157,7 @@ def test_cli_audit_of_a_user_model_on_npz_data(tmp_path, capsys):
     assert code == 0, err
     report = json.loads((tmp_path / "o" / "report.json").read_text())
     assert report["config"]["epsilons"] == pytest.approx([8 / 255, 16 / 255])
-    assert report["models"][0]["name"] == "advcal.models:DigitsCNN"
+    assert report["models"][0]["name"] == "DigitsCNN"  # the factory's name: short, for tables and files
 
 
 @pytest.mark.parametrize(
@@ -370,8 +370,9 @@ def test_cli_audit_of_a_model_whose_outputs_do_not_match_the_labels(tmp_path, ca
         "def three_classes():\n    return nn.Sequential(nn.Flatten(), nn.Linear(64, 3))\n"
         "def flat():\n    return nn.Sequential(nn.Flatten(), nn.Linear(64, 10), nn.Flatten(0))\n"
     )
-    cases = [("three_classes", "class index 9 is out of range for a model with 3 outputs"),
-             ("flat", "expected logits of shape (20, classes >= 2), got (200,)")]
+    cases = [("three_classes", "model three_classes: returns 3 logits per input, but the data (digits) "
+                               "has 10 classes; expected one logit per class"),
+             ("flat", "model flat: expected logits of shape (8, classes >= 2), got (80,)")]
     for factory, message in cases:
         code, _, err = run(["audit", "--model", f"{tmp_path / 'nets.py'}:{factory}", "--limit", "20",
                             "--steps", "1", "--bootstrap", "0", "--out", str(tmp_path / "o")], capsys)

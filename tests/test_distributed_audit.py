@@ -129,5 +129,7 @@ def test_a_failing_rank_fails_the_job_and_leaves_no_report(tmp_path):
     out = tmp_path / "report"
     done = torchrun([*AUDIT, "--model", f"{tmp_path / 'faulty.py'}:build", "--out", str(out)])
     assert done.returncode != 0
-    assert "rank 1 failed: sensor fault on this worker" in done.stderr
+    # The first forward pass (the check that the model takes the data) fails on rank 1 only.
+    assert "rank 1 failed: model build: cannot take the data's inputs" in done.stderr
+    assert "its forward pass raised RuntimeError: sensor fault on this worker" in done.stderr
     assert not (out / "report.json").exists()

@@ -301,7 +301,8 @@ def test_advcal_audit_fixes_and_calibrate_on_a_text_classifier(classifier, tmp_p
     common = ["--model", f"hf:{folder}", "--data", f"jsonl:{path}", "--limit", "16", "--eps", "0.5",
               "--attack", "char", "--queries", "20"]
     with pytest.raises(SystemExit) as done:
-        main(["audit", *common, "--fixes", "--bootstrap", "10", "--out", str(tmp_path / "report")])
+        main(["audit", *common, "--split", "test", "--fixes", "--bootstrap", "10",
+              "--out", str(tmp_path / "report")])
     assert done.value.code == 0, capsys.readouterr().err
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     jsonschema.validate(report, report_schema())
@@ -329,8 +330,8 @@ def test_advcal_audit_fixes_and_calibrate_on_a_text_classifier(classifier, tmp_p
               "--out", str(tmp_path / "calibrated")])
     assert done.value.code == 0, capsys.readouterr().err
     (audited,) = json.loads((tmp_path / "calibrated" / "report.json").read_text())["models"]
-    assert audited["name"] == (f"ensemble(hf:{folder} + temperature (temperature-clean) + "
-                               f"hf:{twin} + isotonic (isotonic-clean))")
+    assert audited["name"] == ("ensemble(model + temperature (temperature-clean) + "
+                               "twin + isotonic (isotonic-clean))")
     assert audited["attacks"][0]["eps"] == 0.5
     for args, message in [(["--attack", "embedding-pgd"], "attack"),
                           (["--normalize", "0.5,0.5"], "--normalize")]:

@@ -16,6 +16,7 @@ from rich.console import Console
 
 import advcal
 from advcal.allocator import keep_freed_memory
+from advcal.defaults import AUDIT, ILLUSION_FAIL_ON
 from advcal.errors import AdvcalError
 
 app = typer.Typer(
@@ -101,27 +102,34 @@ def audit(
     weights: Annotated[
         list[Path] | None, typer.Option(help="Weights per --model (.safetensors or a .pt state dict).")
     ] = None,
+    name: Annotated[list[str] | None, typer.Option(
+        help="A name per --model, repeatable (default: the model or factory name, then the weights "
+             "file's stem where two would clash).")] = None,
     normalize: Annotated[
         str | None, typer.Option(help="MEAN,STD (or per-channel means then stds) the models expect.")
     ] = None,
     data: Annotated[str | None, typer.Option(help=DATA_HELP + " Default: digits.")] = None,
-    split: Annotated[str, typer.Option(help=SPLIT_HELP)] = "test",
+    split: Annotated[str | None, typer.Option(help=SPLIT_HELP)] = None,
     limit: Annotated[int | None, typer.Option(help="Audit at most N samples (stratified).")] = None,
     adv_set: Annotated[Path | None, typer.Option(
         help="Evaluate a stored adversarial set (made by advcal attack) instead of attacking; "
              "its data, ε and attack are used.")] = None,
     eps: Annotated[str | None, typer.Option(help=EPS_HELP)] = None,
-    attack: Annotated[str, typer.Option(help=ATTACK_HELP)] = "pgd",
-    steps: Annotated[int | None, typer.Option(help="Attack steps (queries for square).")] = 20,
-    bins: Annotated[int, typer.Option(help="Confidence bins.")] = 15,
-    seed: Annotated[int, typer.Option(help="Seed of attack starts and bootstrap.")] = 0,
+    attack: Annotated[str, typer.Option(help=ATTACK_HELP)] = AUDIT.attack,
+    steps: Annotated[int | None, typer.Option(help=STEPS_HELP)] = None,
+    bins: Annotated[int, typer.Option(help="Confidence bins.")] = AUDIT.n_bins,
+    seed: Annotated[int, typer.Option(help="Seed of attack starts and bootstrap.")] = AUDIT.seed,
     batch_size: Annotated[int | None, typer.Option(
         help="Samples per forward pass (default: 256 images, 32 texts).")] = None,
-    bootstrap: Annotated[int, typer.Option(help="Bootstrap replicates for intervals.")] = 200,
-    profile: Annotated[str, typer.Option(help="Flag thresholds: default, strict or lenient.")] = "default",
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap replicates for intervals.")] = AUDIT.bootstrap,
+    profile: Annotated[str, typer.Option(
+        help="Flag thresholds and so the verdict: default, strict or lenient.")] = AUDIT.profile,
+    fail_on: Annotated[str, typer.Option(
+        help="Exit with status 1, after writing every output, when a model's verdict reaches this: "
+             "error (a fail), warning (a warn or a fail) or never.")] = AUDIT.fail_on,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N, mps or auto.")] = "cpu",
     illusion: Annotated[bool, typer.Option(
-        help="Also check each model for an illusion of robustness (about 5 more attack runs).")] = False,
+        help="Also check each model for an illusion of robustness (about 6 more attack runs).")] = False,
     fixes: Annotated[bool, typer.Option(
         help="Also score every post-hoc calibration fix clean and under attack (the fixes table).")] = False,
     calibrator: Annotated[list[Path] | None, typer.Option(
@@ -136,16 +144,21 @@ def audit(
         Path, typer.Option(help="Output folder: report.html, report.json, samples.npz, figures/.")
     ] = Path("advcal-report"),
 ) -> None:
-    """Audit calibration on clean and adversarial inputs over an ε sweep, with red flags.
+    """Audit calibration on clean and adversarial inputs over an ε sweep: red flags and a verdict.
 
-    With no options: the shipped digits-cnn and digits-cnn-at on scikit-learn's digits. Text
+    With no options: the shipped digits-cnn and digits-cnn-at on scikit-learn's digits (advcal's
+    own fixed test split, 360 images; train your own digits models on --split train, as advcal
+    train does, never on scikit-learn's usual train_test_split, which overlaps it). A user's own
+    npz:, folder:, csv: or jsonl: file is audited whole unless --split says otherwise. Text
     classifiers (--model hf:DIR, --data csv:PATH / jsonl:PATH / tweets) are audited under the
     word, char or embedding-pgd attack (--attack), whose budgets take the place of ε (--eps).
     """
     from advcal.checks import parse_numbers
     from advcal.distributed import joined
-    from advcal.text.loading import is_text_audit
+    from advcal.results.verdict import check_fail_on
+    from advcal.text.loading import default_text_split, is_text_audit
 
+    check_fail_on(fail_on)
     if is_text_audit(model or [], data):
         unsupported = {"--normalize": normalize, "--adv-set": adv_set, "--device": device != "cpu"}
         given = [flag for flag, value in unsupported.items() if value]
@@ -156,8 +169,9 @@ def audit(
         from advcal.text.audit import audit_text
 
         text_attack = "word" if attack == "pgd" else attack  # pgd, the image default, means "the default"
+        split = split or default_text_split(data or "")
         classifiers, texts, calibration = _text_audit_inputs(
-            model or [], weights, data or "", split=split, limit=limit, text_column=text_column,
+            model or [], weights, name, data or "", split=split, limit=limit, text_column=text_column,
             label_column=label_column, calibrator=calibrator, ensemble=ensemble, calibrate=illusion or fixes)
         if text_attack == "embedding-pgd":
             params: dict[str, object] = {"steps": steps} if steps else {}
@@ -173,20 +187,21 @@ def audit(
                     progress=_audit_progress(bar, classifiers, len(texts)),
                 )
             if ranks.rank == 0:
-                _show_and_save(result, out)
+                _show_and_save(result, out, fail_on)
         return
     from advcal.audit import audit as run_audit
-    from advcal.data import AdversarialSet, load_data
+    from advcal.data import AdversarialSet, default_split, load_data
     from advcal.errors import ConfigError
 
     if adv_set is not None:
-        if data is not None or limit is not None:
-            raise ConfigError("adv-set: a stored set brings its own data; leave out --data and --limit")
+        if data is not None or limit is not None or split is not None:
+            raise ConfigError("adv-set: a stored set brings its own data; leave out --data, --split and "
+                              "--limit")
         source = AdversarialSet(adv_set)
     else:
-        source = load_data(data or "digits", split=split, limit=limit)
+        source = load_data(data or "digits", split=split or default_split(data or "digits"), limit=limit)
     models = _load_models(model or ["digits-cnn", "digits-cnn-at"], weights, normalize,
-                          _class_names(classes, source))
+                          _class_names(classes, source), name)
     models = _calibrated(models, calibrator, ensemble)
     epsilons = parse_numbers(eps, "eps") if eps else None
     params = _attack_params(attack, steps)
@@ -195,12 +210,12 @@ def audit(
         with _progress_bar(disable=not lead) as bar:
             result = run_audit(
                 models, source, epsilons, attack, params, n_bins=bins, bootstrap=bootstrap, seed=seed,
-                batch_size=256 if batch_size is None else batch_size, profile=profile, device=device,
-                illusion=illusion, fixes=fixes,
+                batch_size=AUDIT.batch_size if batch_size is None else batch_size, profile=profile,
+                device=device, illusion=illusion, fixes=fixes,
                 progress=_audit_progress(bar, models, len(source)),
             )
         if lead:
-            _show_and_save(result, out)
+            _show_and_save(result, out, fail_on)
 
 
 @app.command("attack")
@@ -212,11 +227,11 @@ def attack_command(
         str | None, typer.Option(help="MEAN,STD (or per-channel means then stds) the model expects.")
     ] = None,
     data: Annotated[str, typer.Option(help=DATA_HELP)] = "digits",
-    split: Annotated[str, typer.Option(help=SPLIT_HELP)] = "test",
+    split: Annotated[str | None, typer.Option(help=SPLIT_HELP)] = None,
     limit: Annotated[int | None, typer.Option(help="Attack at most N samples (stratified).")] = None,
     eps: Annotated[str | None, typer.Option(help=EPS_HELP + " Default: suited to the data.")] = None,
     attack: Annotated[str, typer.Option(help=ATTACK_HELP)] = "pgd",
-    steps: Annotated[int | None, typer.Option(help="Attack steps (queries for square).")] = 20,
+    steps: Annotated[int | None, typer.Option(help=STEPS_HELP)] = None,
     seed: Annotated[int, typer.Option(help="Seed of the attack's per-sample randomness.")] = 0,
     batch_size: Annotated[int, typer.Option(help="Samples per forward pass.")] = 256,
     shard_size: Annotated[int, typer.Option(help="Samples per shard file (the unit of resumption).")] = 1024,
@@ -231,10 +246,10 @@ def attack_command(
     from advcal.audit.pipeline import default_epsilons
     from advcal.checks import parse_numbers
     from advcal.console import adversarial_set_table
-    from advcal.data import load_data
+    from advcal.data import default_split, load_data
     from advcal.distributed import joined
 
-    source = load_data(data, split=split, limit=limit)
+    source = load_data(data, split=split or default_split(data), limit=limit)
     (spec, net), = _load_models([model], [weights] if weights else None, normalize,
                                 _class_names(None, source)).items()
     epsilons = parse_numbers(eps, "eps") if eps else default_epsilons(source)
@@ -268,7 +283,7 @@ def illusion(
     limit: Annotated[int | None, typer.Option(help="At most N samples of each split (stratified).")] = None,
     eps: Annotated[str | None, typer.Option(help="The L∞ budget (one value, fractions allowed). "
                                                   "Default: the middle of the data's audit sweep.")] = None,
-    steps: Annotated[int, typer.Option(help="PGD and APGD iterations.")] = 20,
+    steps: Annotated[int | None, typer.Option(help="PGD and APGD iterations (default 20).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of every attack's per-sample randomness.")] = 0,
     batch_size: Annotated[int, typer.Option(help="Samples per pass.")] = 256,
     full: Annotated[bool, typer.Option(help="Run every check, even when the cheap ones settle it.")] = False,
@@ -277,6 +292,9 @@ def illusion(
     text_column: Annotated[str, typer.Option(help="Text data: the column holding the texts.")] = "text",
     label_column: Annotated[str, typer.Option(help="Text data: the column holding the labels.")] = "label",
     json_path: Annotated[Path | None, typer.Option("--json", help="Also write the findings as JSON.")] = None,
+    fail_on: Annotated[str, typer.Option(
+        help="Exit with status 1, after writing every output, when the verdict reaches this: illusion, "
+             "suspect (a suspect or an illusion) or never.")] = ILLUSION_FAIL_ON,
 ) -> None:
     """Is the model's robustness genuine, or an illusion made by miscalibration?
 
@@ -289,9 +307,10 @@ def illusion(
     from advcal.console import illusion_table
     from advcal.data import load_data
     from advcal.errors import InputError
-    from advcal.illusion import check_illusion
+    from advcal.illusion import check_illusion, illusion_fails
     from advcal.text.loading import is_text_audit
 
+    illusion_fails("genuine", fail_on)  # checks --fail-on before any work
     values = parse_numbers(eps, "eps") if eps else None
     if values is not None and len(values) != 1:
         raise InputError(f"eps: expected one budget, got {len(values)} ({eps})")
@@ -314,12 +333,16 @@ def illusion(
         calibration = load_data(data, split=calibration_split, limit=limit)
         budget = values[0] if values else sorted(default_epsilons(test))[1]
         with err_console.status(f"Checking {spec} for an illusion of robustness…"):
-            found = check_illusion(net, test, calibration, budget, steps=steps, seed=seed,
-                                   batch_size=batch_size, full=full)
+            found = check_illusion(net, test, calibration, budget, seed=seed, batch_size=batch_size,
+                                   full=full, **({"steps": steps} if steps else {}))
     console.print(illusion_table(found, spec))
     if json_path is not None:
         write_json_atomic(json_path, {"model": spec, **found.to_dict()})
         console.print(f"Wrote {json_path}")
+    if illusion_fails(found.verdict, fail_on):
+        err_console.print(f"advcal: the verdict {found.verdict} reaches --fail-on {fail_on}: exit status 1",
+                          markup=False)
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -336,7 +359,7 @@ def calibrate(
     limit: Annotated[int | None, typer.Option(help="At most N samples of each split (stratified).")] = None,
     eps: Annotated[str | None, typer.Option(help=EPS_HELP + " Default: suited to the data.")] = None,
     attack: Annotated[str, typer.Option(help=ATTACK_HELP)] = "pgd",
-    steps: Annotated[int | None, typer.Option(help="Attack steps (queries for square).")] = 20,
+    steps: Annotated[int | None, typer.Option(help=STEPS_HELP)] = None,
     seed: Annotated[int, typer.Option(help="Seed of the attacks' per-sample randomness.")] = 0,
     batch_size: Annotated[int, typer.Option(help="Samples per pass.")] = 256,
     calibrators: Annotated[str, typer.Option(
@@ -618,27 +641,34 @@ ATTACK_HELP = "Registered attack: pgd, apgd-ce, apgd-dlr, square, ..."
 CLIP_RECIPES = ("ucat", "tecoa", "fare")
 CLASSES_HELP = ("clip:ARCH models: a text file of class names, one per line, for the prompts "
                 "(default: the data's class names).")
-SPLIT_HELP = "Split: train, calibration, test, or all (a whole npz or folder)."
+SPLIT_HELP = ("Split: train, calibration, test or all. Default: all of your own npz:/folder:/csv:/jsonl: "
+              "file, test of a built-in dataset (digits: advcal's fixed stratified 20%, not "
+              "scikit-learn's usual train_test_split; train on --split train).")
+STEPS_HELP = "Attack steps (queries for square). Default: the attack's own (pgd 20, apgd 100, square 1000)."
 EPS_HELP = "ε sweep in input units, fractions allowed: 2/255,4/255,8/255."
 
 
 def _text_audit_inputs(
-    models: list[str], weights: list[Path] | None, data: str, *, split: str, limit: int | None,
+    models: list[str], weights: list[Path] | None, names: list[str] | None, data: str, *, split: str,
+    limit: int | None,
     text_column: str, label_column: str, calibrator: list[Path] | None, ensemble: bool, calibrate: bool,
 ) -> tuple[dict, object, object]:
     """What ``advcal audit`` needs for text classifiers: name -> classifier (calibrated or
     ensembled as asked), the audited texts and, with ``calibrate`` (for --illusion or --fixes),
     at most ``limit`` texts of the calibration split to fit on."""
     from advcal.errors import ConfigError, InputError
+    from advcal.models.provenance import unique_names
     from advcal.text.loading import load_text_data, load_text_model
 
     if weights and len(weights) != len(models):
         raise InputError(f"weights: give one --weights per --model ({len(models)}), got {len(weights)}")
     if calibrate and split in ("calibration", "all"):
         raise ConfigError(f"illusion, fixes: the audited split is {split!r}, so no separate calibration "
-                          "split is left to fit on; audit the test split")
-    classifiers = _calibrated({spec: load_text_model(spec, weights=weights[i] if weights else None)
-                               for i, spec in enumerate(models)}, calibrator, ensemble)
+                          "split is left to fit on; audit the test split (--split test)")
+    labels = unique_names(models, weights, names)
+    classifiers = _calibrated({label: load_text_model(spec, weights=weights[i] if weights else None)
+                               for i, (label, spec) in enumerate(zip(labels, models, strict=True))},
+                              calibrator, ensemble)
     columns = {"text_column": text_column, "label_column": label_column}
     texts = load_text_data(data, split=split, limit=limit, **columns)
     calibration = load_text_data(data, split="calibration", limit=limit, **columns) if calibrate else None
@@ -660,39 +690,48 @@ def _audit_progress(bar, names, total: int):  # bar: rich.progress.Progress
     return lambda name, done, total: bar.update(tasks[name], completed=done, total=total)
 
 
-def _show_and_save(result, out: Path) -> None:  # result: advcal.audit.AuditResult
-    """The audit's tables in the terminal, then its files (report.html, report.json, ...) in ``out``."""
-    from advcal.console import audit_table, flags_table
+def _show_and_save(result, out: Path, fail_on: str) -> None:  # result: advcal.audit.AuditResult
+    """The audit's tables and verdicts in the terminal, then its files (report.html, report.json, ...)
+    in ``out``; then exit status 1 if a verdict reaches ``fail_on``."""
+    from advcal.console import audit_table, flags_table, verdict_lines
 
     console.print(audit_table(result))
     if any(entry.flags for entry in result.models):
         console.print(flags_table(result))
+    for line in verdict_lines(result):
+        console.print(line)
     with err_console.status("Drawing the report…"):
         paths = result.save(out)
     console.print(f"Wrote {paths['html']}, {paths['json']} and {paths['samples']}")
+    if result.fails(fail_on):
+        err_console.print(f"advcal: a verdict reaches --fail-on {fail_on}: exit status 1", markup=False)
+        raise typer.Exit(1)
 
 
 def _load_models(specs: list[str], weights: list[Path] | None, normalize: str | None,
-                 classes: list[str]) -> dict:
+                 classes: list[str], names: list[str] | None = None) -> dict:
     """Name -> model for each spec, with its weights (one per spec) and normalisation; ``clip:ARCH``
-    specs become zero-shot classifiers over ``classes``."""
+    specs become zero-shot classifiers over ``classes``. Names are ``names`` or short unique ones
+    (:func:`advcal.models.provenance.unique_names`)."""
     from advcal.errors import ConfigError, InputError
     from advcal.models import load_model, parse_normalize
+    from advcal.models.provenance import unique_names
 
     if weights and len(weights) != len(specs):
         raise InputError(f"weights: give one --weights per --model ({len(specs)}), got {len(weights)}")
+    labels = unique_names(specs, weights, names)  # checked before anything loads
     mean_std = parse_normalize(normalize) if normalize else None
     models = {}
-    for i, spec in enumerate(specs):
+    for i, (label, spec) in enumerate(zip(labels, specs, strict=True)):
         weight = weights[i] if weights else None
         if not spec.startswith("clip:"):
-            models[spec] = load_model(spec, weight, mean_std)
+            models[label] = load_model(spec, weight, mean_std)
             continue
         from advcal.clip import load_clip
 
         if mean_std is not None:
             raise ConfigError("normalize: a CLIP model normalises its inputs itself; leave out --normalize")
-        models[spec] = load_clip(spec.removeprefix("clip:"), weight, classes=classes)
+        models[label] = load_clip(spec.removeprefix("clip:"), weight, classes=classes)
     return models
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+from rich.markup import escape
 from rich.table import Table
 
 from advcal.audit.result import AuditResult
@@ -57,13 +58,20 @@ def reliability_table(report: CalibrationReport) -> Table:
 _SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
 
 
+_VERDICT_STYLE = {"fail": "bold red", "warn": "yellow", "pass": "green"}
+
+
 def audit_table(result: AuditResult) -> Table:
-    """Models x {clean, each ε}: accuracy, ECE, Brier, NLL (and ΔECE under attack)."""
+    """Models x {clean, each ε}: accuracy, ECE, Brier, NLL (and ΔECE under attack) and flags; under
+    each model's name its verdict (the reasons follow in :func:`verdict_lines`)."""
     data = result.config["data"]
-    table = Table(title=f"Calibration audit — {data['spec']} ({data['split']})")
+    table = Table(title=f"Calibration audit — {data['spec']} (split {data['split']}, "
+                        f"N = {data['n_samples']})")
     for name in ("model", "inputs", "accuracy", "ECE", "ΔECE", "Brier", "NLL", "flags"):
         table.add_column(name, justify="left" if name in ("model", "inputs") else "right")
     for entry in result.models:
+        level = entry.verdict.level
+        heading = [entry.name, f"[{_VERDICT_STYLE[level]}]{level.upper()}[/]"]
         rows = [("clean", entry.clean["metrics"], None)]
         rows += [(f"{a['attack']} ε={a['eps']:.4g}", a["metrics"], a["eps"]) for a in entry.attacks]
         for i, (label, metrics, eps) in enumerate(rows):
@@ -71,23 +79,55 @@ def audit_table(result: AuditResult) -> Table:
             worst = max((f["severity"] for f in flags), key=("info", "warning", "error").index, default="")
             delta = "" if eps is None else f"{metrics['ece'] - entry.clean['metrics']['ece']:+.4f}"
             table.add_row(
-                entry.name if i == 0 else "", label, _fmt(metrics["accuracy"]), _fmt(metrics["ece"]), delta,
-                _fmt(metrics["brier"]), _fmt(metrics["nll"]),
+                heading[i] if i < len(heading) else "", label, _fmt(metrics["accuracy"]),
+                _fmt(metrics["ece"]), delta, _fmt(metrics["brier"]), _fmt(metrics["nll"]),
                 f"[{_SEVERITY_STYLE.get(worst, '')}]{len(flags)}[/]" if flags else "0",
                 end_section=i == len(rows) - 1,
             )
     return table
 
 
+def verdict_lines(result: AuditResult) -> list[str]:
+    """One line per model (its verdict and the reason), where its weights came from when a
+    factory gave them, and which model is the better calibrated under attack."""
+    lines = []
+    for entry in result.models:
+        level = entry.verdict.level
+        lines.append(f"[{_VERDICT_STYLE[level]}]{entry.name}[/] — {escape(entry.verdict.reason)}")
+    report = result.to_dict()
+    if "comparison" in report:
+        lines.append(escape(str(report["comparison"]["sentence"])))
+    return lines
+
+
+def grouped_flags(flags: list[dict[str, object]]) -> list[dict[str, object]]:
+    """One entry per (code, severity): the first flag's message and every ε it fires at, worst first."""
+    groups: dict[tuple[str, str], dict[str, object]] = {}
+    for flag in flags:
+        key = (str(flag["code"]), str(flag["severity"]))
+        group = groups.setdefault(key, {"code": key[0], "severity": key[1], "message": flag["message"],
+                                        "eps": [], "count": 0})
+        group["count"] += 1
+        if flag["eps"] is not None and flag["eps"] not in group["eps"]:
+            group["eps"].append(flag["eps"])
+    order = ("error", "warning", "info")
+    return sorted(groups.values(), key=lambda g: order.index(g["severity"]) if g["severity"] in order else 3)
+
+
 def flags_table(result: AuditResult) -> Table:
-    """Every red flag: model, severity, code and its plain sentence."""
+    """The red flags grouped: one row per model and code, with the ε values it fires at."""
     table = Table(title="Red flags")
-    for name in ("model", "severity", "code", "message"):
+    for name in ("model", "severity", "code", "ε", "message"):
         table.add_column(name)
     for entry in result.models:
-        for flag in entry.flags:
-            style = _SEVERITY_STYLE[flag["severity"]]
-            table.add_row(entry.name, f"[{style}]{flag['severity']}[/]", flag["code"], flag["message"])
+        for group in grouped_flags(entry.flags):
+            style = _SEVERITY_STYLE.get(str(group["severity"]), "")
+            where = ", ".join(f"{e:g}" for e in group["eps"]) or "clean"
+            message = str(group["message"])
+            if group["count"] > 1:
+                message += f" (and {group['count'] - 1} more like it)"
+            table.add_row(entry.name, f"[{style}]{group['severity']}[/]", str(group["code"]), where,
+                          escape(message))
     return table
 
 
@@ -122,8 +162,10 @@ def illusion_table(found: IllusionReport, model: str) -> Table:
     if "gradients" in found.checks:  # images
         gradients = found.checks["gradients"]
         table.add_row("fgsm", f"{sanity['fgsm_adv_accuracy']:.3f}", "sanity: must not beat PGD")
-        table.add_row(f"pgd at ε = {sanity['large_eps']:g}", f"{sanity['large_eps_adv_accuracy']:.3f}",
-                      "sanity: must be near 0")
+        table.add_row(f"unbounded pgd at ε = {sanity['unbounded_eps']:g}",
+                      f"{sanity['unbounded_adv_accuracy']:.3f}",
+                      f"sanity: must reach ≤ {sanity['unbounded_threshold']:.3f} "
+                      f"(chance {sanity['chance_accuracy']:.3f})")
         table.add_row("vanishing gradients", f"{gradients['vanishing_gradient_share']:.3f}",
                       f"exactly zero: {gradients['zero_gradient_share']:.3f}")
     else:  # text

@@ -18,7 +18,8 @@ class PGD(Attack):
 
     Args:
         eps: budget (input units) or a list of budgets (one result each).
-        steps: gradient steps per restart.
+        steps: gradient steps per restart (20: the audit's and the command's default; torchattacks'
+            PGD defaults to 10).
         alpha: step size; default ``2.5 * eps / steps`` (so the walk can cross the ball).
         norm: ``"linf"`` or ``"l2"``.
         random_start: start from a uniform random point of the ball (keyed per sample).
@@ -42,7 +43,7 @@ class PGD(Attack):
     def __init__(
         self,
         eps: float | Sequence[float] | None = 8 / 255,
-        steps: int | None = 10,
+        steps: int | None = 20,
         alpha: float | None = None,
         *,
         norm: str = "linf",

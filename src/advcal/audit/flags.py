@@ -84,6 +84,47 @@ def _bins(report: CalibrationReport, limits: Thresholds) -> list[tuple[float, fl
     ]
 
 
+# A clean accuracy no more than this many binomial standard errors above chance is "at chance"
+# (one-sided, about p = 0.001 under the normal approximation).
+CHANCE_Z = 3.09
+
+
+def chance_flags(clean: CalibrationReport) -> list[Flag]:
+    """``CHANCE_ACCURACY`` (an error) when clean accuracy is within noise of chance.
+
+    Chance is what always answering the most frequent class scores (the largest class share of
+    the audited labels); "within noise" is at most ``CHANCE_Z`` binomial standard errors above
+    it. A model at chance has learnt nothing of this task — random weights, the wrong weights,
+    the wrong label order or preprocessing — and none of its other figures mean anything.
+    """
+    counts = np.asarray(clean.per_class["count"], dtype=np.float64)
+    n = counts.sum()
+    if n == 0:
+        return []
+    chance = float(counts.max() / n)
+    margin = CHANCE_Z * math.sqrt(chance * (1 - chance) / n)
+    accuracy = clean["accuracy"]
+    if accuracy > chance + margin:
+        return []
+    return [Flag(
+        "CHANCE_ACCURACY", "error",
+        f"Clean accuracy {accuracy:.3f} is within noise of chance ({chance:.3f}, always answering the "
+        f"most frequent class; {int(n)} samples): the model has not learnt this task — random or wrong "
+        "weights, another label order or preprocessing — so no other figure of this report means anything.",
+        None, {"accuracy": accuracy, "chance": chance, "threshold": chance + margin, "n_samples": int(n)},
+    )]
+
+
+def weights_flags(origins: list[dict[str, object]]) -> list[Flag]:
+    """``FACTORY_WEIGHTS`` (info) for each model audited with the weights its factory returned."""
+    return [Flag(
+        "FACTORY_WEIGHTS", "info",
+        f"No weights file was given for {origin['spec']}: it was audited with the weights its factory "
+        "returns (random initialisation unless the factory loads trained weights itself); pass --weights "
+        "to audit a checkpoint.", None, {"spec": origin["spec"]},
+    ) for origin in origins if origin.get("source") == "factory"]
+
+
 def report_flags(report: CalibrationReport, limits: Thresholds, eps: float | None) -> list[Flag]:
     """Flags about one set of predictions (clean when ``eps`` is None)."""
     where = "on clean inputs" if eps is None else f"under attack at eps={eps:g}"

@@ -21,17 +21,20 @@ from advcal.attacks import Attack, get_attack
 from advcal.audit.flags import (
     Thresholds,
     abstention_flags,
+    chance_flags,
     comparison_flags,
     evaluation_flags,
     fix_flag,
     get_profile,
     illusion_flags,
     report_flags,
+    weights_flags,
 )
 from advcal.audit.result import HEADLINE, AuditResult, ModelAudit
 from advcal.calibration import CalibratedModel, attack_calibrated, evaluate_fixes
 from advcal.checks import check_int
 from advcal.data import AdversarialSet, DataSource, load_data
+from advcal.defaults import AUDIT
 from advcal.devices import module_device, placed, resolve_device
 from advcal.distributed import (
     World,
@@ -44,13 +47,14 @@ from advcal.distributed import (
     shard,
     world,
 )
-from advcal.errors import ConfigError, InputError
+from advcal.errors import AdvcalError, ConfigError, InputError
 from advcal.illusion import check_illusion
 from advcal.metrics import CalibrationReport, CalibrationStats
 from advcal.metrics.binning import equal_width_bin_index
 from advcal.metrics.paired import paired_changes
 from advcal.metrics.selective import coverage_threshold, risk_coverage, selective_risk
 from advcal.models import check_logits, frozen, model_fingerprint
+from advcal.models.provenance import model_origins
 
 ProgressFn = Callable[[str, int, int], None]
 
@@ -113,14 +117,14 @@ def audit(
     models: nn.Module | Mapping[str, nn.Module],
     data: DataSource | AdversarialSet | str,
     epsilons: Sequence[float] | None = None,
-    attack: str = "pgd",
+    attack: str = AUDIT.attack,
     attack_params: Mapping[str, object] | None = None,
     *,
-    n_bins: int = 15,
-    bootstrap: int = 200,
-    seed: int = 0,
-    batch_size: int = 256,
-    profile: str = "default",
+    n_bins: int = AUDIT.n_bins,
+    bootstrap: int = AUDIT.bootstrap,
+    seed: int = AUDIT.seed,
+    batch_size: int = AUDIT.batch_size,
+    profile: str = AUDIT.profile,
     device: str | torch.device | None = None,
     progress: ProgressFn | None = None,
     illusion: bool = False,
@@ -149,7 +153,7 @@ def audit(
         progress: called as ``progress(model_name, samples_done, samples_total)``.
         illusion: also ask, per model, whether its robustness is genuine or an illusion made
             by miscalibration (:func:`advcal.illusion.check_illusion` at the middle ε of the
-            sweep; its cheap checks cost about five attack runs).
+            sweep; its cheap checks cost about six attack runs).
         fixes: also fit every post-hoc calibrator on the calibration split and score it clean
             and under attack (:func:`advcal.calibration.evaluate_fixes`: the "fixes" table).
         calibration: the clean split the illusion check and the fixes are fitted on (default:
@@ -195,6 +199,16 @@ def audit(
     else:
         part = shard(data, ranks, block=batch_size) if ranks.size > 1 else data
         part_size = len(part)
+    # Every model must take this data before anything is attacked (or any state changes); under
+    # several processes every rank learns of a failure on any of them.
+    failure = None
+    try:
+        for name, model in models.items():
+            with placed(model, target):
+                check_model_fits(name, model, data, batch_size)
+    except Exception as error:
+        failure = error
+    agree(failure, ranks)
     results = []
     devices = []
     for name, model in models.items():
@@ -210,6 +224,8 @@ def audit(
             if isinstance(data, AdversarialSet):
                 results[-1].evaluation = _stored_evaluation(model, data)
                 results[-1].flags.extend(flag.as_dict() for flag in evaluation_flags(results[-1].evaluation))
+            results[-1].origins = model_origins(model)
+            results[-1].flags.extend(flag.as_dict() for flag in weights_flags(results[-1].origins))
     if illusion or fixes:
         def checks(model: nn.Module) -> dict[str, object]:
             with placed(model, target):
@@ -370,7 +386,8 @@ def audit_passes(
         abstentions.append((eps, entry["abstention"]))
         attacks.append(entry)
     metrics_time = time.perf_counter() - start
-    flags = report_flags(clean, limits, None)
+    flags = chance_flags(clean)
+    flags.extend(report_flags(clean, limits, None))
     for eps, report in attacked:
         flags.extend(report_flags(report, limits, eps))
     flags.extend(comparison_flags(clean, attacked, limits, paired))
@@ -405,6 +422,32 @@ def _model_checks(
         found["fixes"] = table.to_dict()
         found["flags"] += [fix_flag(flag).as_dict() for flag in table.flags]
     return found
+
+
+def check_model_fits(name: str, model: nn.Module, data: DataSource | AdversarialSet, batch_size: int) -> None:
+    """One forward pass on the first few samples: ``model`` must take ``data``'s inputs and return
+    ``(n, classes)`` logits with one column per class of the data; else an InputError naming the
+    model, the data's shape and what went wrong (before any attack runs)."""
+    size = min(batch_size, 8)
+    first = next(iter(data.batches(size) if isinstance(data, DataSource) else data.batches(size, [0])))
+    x = first[1].to(module_device(model))
+    shape = "x".join(str(d) for d in x.shape[1:])
+    source = data.name if isinstance(data, DataSource) else str(data.path)
+    try:
+        with frozen(model), torch.no_grad():
+            logits = model(x)
+    except AdvcalError:
+        raise
+    except Exception as error:
+        message = (str(error).strip().splitlines() or [""])[0]
+        raise InputError(f"model {name}: cannot take the data's inputs ({source}: {len(x)} x {shape}, "
+                         f"values in [0, 1]); its forward pass raised {type(error).__name__}: "
+                         f"{message}") from None
+    check_logits(logits, len(x), f"model {name}")
+    n_classes = len(data.classes)
+    if logits.shape[1] != n_classes:
+        raise InputError(f"model {name}: returns {logits.shape[1]} logits per input, but the data "
+                         f"({source}) has {n_classes} classes; expected one logit per class")
 
 
 def _calibration_split(data: DataSource | AdversarialSet, calibration: DataSource | None) -> DataSource:

@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 
 from advcal.atomic import write_bytes_atomic, write_json_atomic
+from advcal.results.verdict import Verdict, comparison, model_verdict, reaches
 
-SCHEMA_VERSION = "0.4"  # bump with src/advcal/audit/schema/report.schema.json and docs/report.md
+SCHEMA_VERSION = "0.5"  # bump with src/advcal/audit/schema/report.schema.json and docs/report.md
 # The plain-named metrics every entry of report.json carries (full definitions in
 # docs/metrics.md; fully qualified ids under "ids").
 HEADLINE = ("accuracy", "ece", "ace", "sce", "mce", "ece_l2", "smooth_ece", "brier", "nll",
@@ -39,6 +40,14 @@ class ModelAudit:
     fixes: dict[str, object] | None = None
     # Text audits: adversarial texts that flipped the prediction, original against perturbed.
     examples: list[dict[str, object]] | None = None
+    # Where the weights came from, per model advcal loaded (advcal.models.provenance); empty
+    # for a module the caller built.
+    origins: list[dict[str, object]] = field(default_factory=list)
+
+    @property
+    def verdict(self) -> Verdict:
+        """Pass, warn or fail, overall and per ε, from the flags (:mod:`advcal.results.verdict`)."""
+        return model_verdict(self.flags, [float(a["eps"]) for a in self.attacks])
 
 
 @dataclass
@@ -49,16 +58,28 @@ class AuditResult:
     models: list[ModelAudit]
 
     def to_dict(self) -> dict[str, object]:
+        models = [
+            {"name": m.name, "verdict": m.verdict.to_dict(), "weights": m.origins, "evaluation": m.evaluation,
+             "clean": m.clean, "attacks": m.attacks, "flags": m.flags, "cost": m.cost}
+            | ({"illusion": m.illusion} if m.illusion else {})
+            | ({"fixes": m.fixes} if m.fixes else {}) | ({"examples": m.examples} if m.examples else {})
+            for m in self.models
+        ]
+        found = comparison(models)
         return _json_safe({
             "schema_version": SCHEMA_VERSION,
             "config": self.config,
-            "models": [
-                {"name": m.name, "evaluation": m.evaluation, "clean": m.clean, "attacks": m.attacks,
-                 "flags": m.flags, "cost": m.cost} | ({"illusion": m.illusion} if m.illusion else {})
-                | ({"fixes": m.fixes} if m.fixes else {}) | ({"examples": m.examples} if m.examples else {})
-                for m in self.models
-            ],
-        })
+            "models": models,
+        } | ({"comparison": found} if found else {}))
+
+    def verdicts(self) -> dict[str, Verdict]:
+        """Each model's verdict, by name."""
+        return {m.name: m.verdict for m in self.models}
+
+    def fails(self, fail_on: str) -> bool:
+        """Whether any model's verdict reaches ``fail_on`` (``error``, ``warning`` or ``never``):
+        the test behind ``advcal audit --fail-on``."""
+        return reaches([m.verdict.level for m in self.models], fail_on)
 
     def to_json(self, path: str | Path) -> Path:
         """Write report.json atomically (a crash never leaves a half-written file)."""

@@ -31,6 +31,11 @@ the labels and is the same on every run and machine.
 - Datasets without one (digits, npz, folder): ``calibration`` and ``test`` each take round(20%)
   of all samples, stratified by class; ``train`` is the remaining 60%. ``all`` takes every
   sample, for a file or folder that already is a held-out set.
+- **Default split** (:func:`default_split`): a user's own ``npz:`` or ``folder:`` is read whole
+  (``all``); a built-in dataset gives its ``test`` split. ``digits``' test split is advcal's
+  own (above), not scikit-learn's usual ``train_test_split(test_size=0.25, random_state=0)``,
+  whose training part holds 75% of advcal's test images: train a model to audit on digits
+  with ``load_data("digits", split="train")`` (``advcal train`` does), never on another split.
 
 Stratified means: the split's size is spread over classes in proportion to their sizes by
 largest remainder (ties to the lower label; ``test`` in proportion to what ``calibration`` left),
@@ -52,8 +57,9 @@ has another fingerprint.
 """
 
 from advcal.data.adversarial import AdversarialSet
-from advcal.data.registry import KINDS, available_sources, load_data, parse_spec
+from advcal.data.registry import KINDS, available_sources, default_split, load_data, parse_spec
 from advcal.data.source import DataSource
 from advcal.data.splits import SPLITS
 
-__all__ = ["KINDS", "SPLITS", "AdversarialSet", "DataSource", "available_sources", "load_data", "parse_spec"]
+__all__ = ["KINDS", "SPLITS", "AdversarialSet", "DataSource", "available_sources", "default_split",
+           "load_data", "parse_spec"]

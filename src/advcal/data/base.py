@@ -60,6 +60,8 @@ class SourceKind:
     ``load(argument, part)`` gets the text after ``kind:`` (``None`` if there is none) and
     ``part``, one of :data:`PARTS` ("train" or "test" when ``official_test``, else "all").
     ``argument`` says whether the spec takes an argument: "none", "optional" or "required".
+    ``own_data`` marks a user's own file (``npz:``, ``folder:``): it is audited whole unless a
+    split is asked for, since cutting a user's held-out set to 20% would change what is measured.
     """
 
     name: str
@@ -67,3 +69,4 @@ class SourceKind:
     official_test: bool
     argument: str
     load: Callable[[str | None, str], RawData]
+    own_data: bool = False

@@ -117,4 +117,5 @@ def load(argument: str | None, part: str) -> RawData:
     return RawData(x, y, classes, str(root))
 
 
-KIND = SourceKind(name="folder", usage="folder:PATH", official_test=False, argument="required", load=load)
+KIND = SourceKind(name="folder", usage="folder:PATH", official_test=False, argument="required", load=load,
+                  own_data=True)

@@ -90,4 +90,5 @@ def load(argument: str | None, part: str) -> RawData:
     return RawData(x, y, _classes(arrays, y, path), str(path))
 
 
-KIND = SourceKind(name="npz", usage="npz:PATH", official_test=False, argument="required", load=load)
+KIND = SourceKind(name="npz", usage="npz:PATH", official_test=False, argument="required", load=load,
+                  own_data=True)

@@ -67,17 +67,28 @@ def _to_unit_float(x: np.ndarray) -> np.ndarray:
     return x.astype(np.float32)
 
 
-def load_data(spec: str, split: str = "test", limit: int | None = None) -> DataSource:
+def default_split(spec: str) -> str:
+    """The split audited when none is asked for: ``all`` of a user's own file (``npz:``,
+    ``folder:``), ``test`` of a built-in dataset (advcal's fixed split of ``digits``; the official
+    test set of the others)."""
+    kind, _, _ = parse_spec(spec)
+    return WHOLE if kind.own_data else "test"
+
+
+def load_data(spec: str, split: str | None = None, limit: int | None = None) -> DataSource:
     """Load ``split`` ("train", "calibration", "test" or "all") of the data source ``spec``.
 
     ``all`` is every sample of a source without an official test set (``npz:``, ``folder:``,
-    ``digits``), for data that is already a held-out set.
+    ``digits``), for data that is already a held-out set. By default (:func:`default_split`) a
+    user's own ``npz:`` or ``folder:`` is read whole and a built-in dataset's test split is used.
 
     ``limit`` keeps at most that many samples, the first of the split's fixed stratified order
     (see :mod:`advcal.data`), returned in index order. Raises ConfigError for an unknown spec and
     InputError for a bad split, a limit below 1, or a missing or malformed file.
     """
     kind, argument, name = parse_spec(spec)
+    if split is None:
+        split = default_split(spec)
     if split not in (*SPLITS, WHOLE):
         raise InputError(f"split: expected one of {', '.join((*SPLITS, WHOLE))}, got {split!r}")
     if limit is not None:

@@ -1,8 +1,9 @@
 """Is a model's robustness genuine, or an illusion made by miscalibration? (arXiv 2402.17509)"""
 
-from advcal.illusion.detector import VERDICTS, IllusionReport, check_illusion
+from advcal.illusion.detector import VERDICTS, IllusionReport, check_illusion, illusion_fails
 from advcal.illusion.search import TemperatureSearch, log_grid, optimise_temperature
 
 __all__ = [
-    "VERDICTS", "IllusionReport", "TemperatureSearch", "check_illusion", "log_grid", "optimise_temperature",
+    "VERDICTS", "IllusionReport", "TemperatureSearch", "check_illusion", "illusion_fails", "log_grid",
+    "optimise_temperature",
 ]

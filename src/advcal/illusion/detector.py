@@ -11,8 +11,9 @@ would, and compares:
    (:mod:`advcal.illusion.search`), then applied to the test split;
 4. **scale-invariant losses**: PGD on the margin (CW) loss and APGD on the DLR loss;
 5. **black-box**: Square at the same ε;
-6. **attack sanity**: FGSM does not beat PGD, accuracy falls with ε and nears 0 at a very
-   large ε;
+6. **attack sanity**: FGSM does not beat PGD, accuracy falls with ε, and an unbounded attack
+   (PGD at ε = 0.5, where every input can be moved to one grey image; at least 20 steps, step
+   size scaled to ε) brings accuracy to chance or below (Carlini et al. 2019);
 7. **gradient evidence**: the share of samples whose input gradient is exactly zero, or too
    small to move the loss at float32 resolution anywhere in the ε-ball.
 
@@ -48,10 +49,19 @@ VERDICTS = ("genuine", "suspect", "illusion")
 # genuinely robust model; it is reported but only called suspect.
 ILLUSION_GAP = 0.05
 SUSPECT_GAP = 0.03
-# Attack sanity: tolerances for "FGSM no better than PGD" and "accuracy falls with ε", and the
-# accuracy a very large ε must bring the model under.
+# Attack sanity: the tolerance of "FGSM no better than PGD" and "accuracy falls with ε".
 SANITY_TOLERANCE = 0.02
-LARGE_EPS_ACCURACY = 0.05
+# The unbounded attack (Carlini et al. 2019, "On Evaluating Adversarial Robustness", §5.2: an
+# attack whose budget makes the task undefined must succeed). On [0, 1] inputs an L∞ budget of
+# 0.5 moves every input to the one flat grey image, so no classifier can keep more than chance —
+# the largest class share — and a working attack gets near 0. The attack runs every step of the
+# served check (at least UNBOUNDED_MIN_STEPS) with the step size scaled to its budget.
+UNBOUNDED_EPS = 0.5
+UNBOUNDED_MIN_STEPS = 20
+# ... and must bring accuracy to at most chance (plus this binomial slack on small test sets),
+# and never needs to reach below this floor to pass.
+UNBOUNDED_FLOOR = 0.05
+UNBOUNDED_Z = 3.09
 # Gradient evidence: above this share of samples with a vanishing gradient, gradients are masked.
 VANISHING_SHARE = 0.10
 TEMPERATURES = log_grid(1e-3, 1e6)
@@ -227,6 +237,17 @@ def check_illusion(
     )
 
 
+# --fail-on of the illusion command: the lowest verdict that makes it exit with status 1.
+FAIL_ON_VERDICTS = {"illusion": ("illusion",), "suspect": ("suspect", "illusion"), "never": ()}
+
+
+def illusion_fails(verdict: str, fail_on: str) -> bool:
+    """Whether ``verdict`` reaches ``fail_on`` (``illusion``, ``suspect`` or ``never``)."""
+    from advcal.checks import check_choice
+
+    return verdict in FAIL_ON_VERDICTS[check_choice(fail_on, "fail_on", tuple(FAIL_ON_VERDICTS))]
+
+
 def lowest_check(checks: dict[str, dict[str, object]]) -> tuple[str, float]:
     """The check with the lowest adversarial accuracy (``served`` on ties) and that accuracy."""
     attacked = {name: float(c["adv_accuracy"]) for name, c in checks.items() if "adv_accuracy" in c}
@@ -238,19 +259,32 @@ def _mean_confidence(logits: torch.Tensor, temperature: float) -> float:
     return float(torch.softmax(logits / temperature, 1).max(1).values.mean())
 
 
+def unbounded_threshold(labels: torch.Tensor) -> tuple[float, float]:
+    """(chance, threshold): the largest class share of ``labels``, and the accuracy an unbounded
+    attack must reach — chance plus ``UNBOUNDED_Z`` binomial standard errors, at least
+    ``UNBOUNDED_FLOOR``."""
+    counts = torch.bincount(labels.cpu()).double()
+    chance = float(counts.max() / counts.sum())
+    slack = UNBOUNDED_Z * (chance * (1 - chance) / len(labels)) ** 0.5
+    return chance, max(UNBOUNDED_FLOOR, chance + slack)
+
+
 def _sanity(runner: _Runner, test: DataSource, eps: float, steps: int, seed: int, served: float) -> dict:
-    """FGSM against PGD, and PGD at half and at a very large ε (fewer steps: a sanity check)."""
+    """FGSM against PGD, PGD at half the budget (fewer steps), and the unbounded attack."""
     quick = max(1, steps // 4)
     half = runner.accuracy(PGD(eps=eps / 2, steps=quick, seed=seed), test)
-    large_eps = min(0.5, 8 * eps)
-    large = runner.accuracy(PGD(eps=large_eps, steps=quick, seed=seed), test)
+    unbounded_steps = max(steps, UNBOUNDED_MIN_STEPS)
+    unbounded = runner.accuracy(PGD(eps=UNBOUNDED_EPS, steps=unbounded_steps, seed=seed), test)
+    chance, threshold = unbounded_threshold(test.y)
     fgsm = runner.accuracy(FGSM(eps=eps, seed=seed), test)
     return {
-        "fgsm_adv_accuracy": fgsm, "half_eps_adv_accuracy": half, "large_eps": large_eps,
-        "large_eps_adv_accuracy": large,
+        "fgsm_adv_accuracy": fgsm, "half_eps_adv_accuracy": half,
+        "unbounded_eps": UNBOUNDED_EPS, "unbounded_steps": unbounded_steps,
+        "unbounded_step_size": 2.5 * UNBOUNDED_EPS / unbounded_steps,
+        "unbounded_adv_accuracy": unbounded, "chance_accuracy": chance, "unbounded_threshold": threshold,
         "fgsm_beats_pgd": fgsm < served - SANITY_TOLERANCE,
-        "not_monotone_in_eps": half < served - SANITY_TOLERANCE or large > served + SANITY_TOLERANCE,
-        "large_eps_not_near_zero": large > LARGE_EPS_ACCURACY,
+        "not_monotone_in_eps": half < served - SANITY_TOLERANCE or unbounded > served + SANITY_TOLERANCE,
+        "unbounded_attack_fails": unbounded > threshold,
     }
 
 
@@ -263,9 +297,15 @@ def illusion_doubts(checks: dict[str, dict[str, object]]) -> list[str]:
                    f"({checks['served']['adv_accuracy']:.3f}): PGD's iterations are misled")
     if sanity["not_monotone_in_eps"]:
         out.append("adversarial accuracy does not fall as the budget grows")
-    if sanity.get("large_eps_not_near_zero"):
-        out.append(f"at ε = {sanity['large_eps']:g} adversarial accuracy is still "
-                   f"{sanity['large_eps_adv_accuracy']:.3f}, not near zero: the attack is blocked")
+    if sanity.get("unbounded_attack_fails"):
+        out.append(
+            f"an unbounded attack (PGD, {sanity['unbounded_steps']} steps of "
+            f"{sanity['unbounded_step_size']:.3g} at ε = {sanity['unbounded_eps']:g}, where every input can "
+            "be moved to one flat grey image) "
+            f"leaves adversarial accuracy {sanity['unbounded_adv_accuracy']:.3f}, above the "
+            f"{sanity['unbounded_threshold']:.3f} it must reach (chance, the largest class share, is "
+            f"{sanity['chance_accuracy']:.3f}): the attack is blocked (Carlini et al. 2019: an unbounded "
+            "attack must succeed)")
     if "gradients" in checks and checks["gradients"]["vanishing_gradient_share"] > VANISHING_SHARE:
         share = checks["gradients"]["vanishing_gradient_share"]
         out.append(f"{share:.0%} of samples have a vanishing input gradient under the served model")

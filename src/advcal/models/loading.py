@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from advcal.errors import ConfigError, InputError
+from advcal.models.provenance import FACTORY, FILE, SHIPPED, record_origin
 from advcal.models.reference import DigitsCNN, FashionCNN
 from advcal.models.state import load_state
 from advcal.models.wrappers import Normalized, TemperatureScaled
@@ -65,15 +66,19 @@ def load_model(
             or ``path/to/file.py:factory``; the factory is called without arguments and must
             return an ``nn.Module`` that outputs logits.
         weights: a ``.safetensors`` file or a ``.pt``/``.pth`` state dict (read with
-            ``weights_only=True``); built-in models load their shipped weights by default.
+            ``weights_only=True``); built-in models load their shipped weights by default. A
+            factory's model without ``weights`` keeps the weights its factory returns — random
+            ones unless it loads its own — and the audit's report says so.
         normalize: ``(mean, std)`` per channel when the model expects normalised inputs; the
             returned model then takes [0, 1] inputs (:class:`~advcal.models.Normalized`).
     """
     temperature = 1.0
+    source = FILE if weights is not None else FACTORY
     if spec in BUILTIN_MODELS:
         builtin = BUILTIN_MODELS[spec]
         model = builtin.factory()
-        weights = weights if weights is not None else WEIGHTS_DIR / builtin.weights
+        if weights is None:
+            weights, source = WEIGHTS_DIR / builtin.weights, SHIPPED
         temperature = builtin.temperature
     else:
         model = _from_factory(spec)
@@ -83,6 +88,8 @@ def load_model(
         model = TemperatureScaled(model, temperature)
     if normalize is not None:
         model = Normalized(model, *normalize)
+    # The report says where the weights came from (advcal.models.provenance).
+    record_origin(model, spec, weights if source == FILE else None, source)
     return model.eval()
 
 

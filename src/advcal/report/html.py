@@ -20,6 +20,7 @@ import jinja2
 
 from advcal.errors import InputError, describe
 from advcal.report import figures
+from advcal.results.verdict import model_verdict
 
 SEVERITIES = ("error", "warning", "info")
 
@@ -126,6 +127,8 @@ def render(report: dict) -> Rendered:
         for i, (model, (_, figs)) in enumerate(zip(report["models"], drawn, strict=True))
     ]
     html = _environment().get_template("report.html.j2").render(
+        verdicts=[_verdict_view(model) for model in report["models"]],
+        comparison=(report.get("comparison") or {}).get("sentence"),
         audited=_audited(report),
         summary=_summary_rows(report["models"]),
         models=sections,
@@ -276,6 +279,13 @@ def _per_class_figure(labels: Sequence[str], entries: Sequence[Mapping]) -> byte
 # --- tables --------------------------------------------------------------------------------------------
 
 
+def _verdict_view(model: Mapping) -> dict[str, str]:
+    """A model's verdict line; reports older than schema 0.5 get it from their flags."""
+    verdict = model.get("verdict") or model_verdict(
+        model.get("flags") or [], [a["eps"] for a in model["attacks"] if _is_number(a.get("eps"))]).to_dict()
+    return {"name": str(model["name"]), "level": str(verdict["level"]), "reason": str(verdict["reason"])}
+
+
 def _audited(report: Mapping) -> list[tuple[str, str]]:
     """(label, value) lines saying what was audited, for the page header."""
     config = report.get("config") or {}
@@ -336,15 +346,16 @@ def _paired_test(test: Mapping | None) -> dict | None:
 def _model_view(index: int, model: Mapping, drawn: Sequence[ModelFigure]) -> dict:
     """Everything the template shows in one model's section."""
     name = str(model["name"])
-    # Worst first; sorted() is stable, so flags of one severity keep the audit's order.
-    views = [_flag_view(f) for f in model.get("flags") or []]
+    # One row per code and severity with every ε it fires at; worst first (sorted() is stable,
+    # so groups of one severity keep the audit's order).
+    views = _grouped([_flag_view(f) for f in model.get("flags") or []])
     flags = sorted(views, key=lambda f: SEVERITIES.index(f["severity"]))
     codes = list(dict.fromkeys(f["code"] for f in flags))
     conditions = _conditions(model)
     return {
         "name": name,
         "anchor": f"model-{index + 1}",
-        "counts": {s: sum(f["severity"] == s for f in flags) for s in SEVERITIES},
+        "counts": {s: sum(f["count"] for f in flags if f["severity"] == s) for s in SEVERITIES},
         "flags": flags,
         "glossary": [(code, FLAG_EXPLANATIONS.get(code, GENERIC_EXPLANATION)) for code in codes],
         "figures": [
@@ -414,6 +425,25 @@ def _flag_view(flag: Mapping) -> dict:
         "explanation": FLAG_EXPLANATIONS.get(code, GENERIC_EXPLANATION),
         "evidence": "; ".join(f"{k} {_evidence_value(v)}" for k, v in evidence.items()),
     }
+
+
+def _grouped(views: Sequence[dict]) -> list[dict]:
+    """Flag views merged per (code, severity): the first one's finding, every ε, a count."""
+    groups: dict[tuple[str, str], dict] = {}
+    for view in views:
+        key = (view["code"], view["severity"])
+        if key not in groups:
+            groups[key] = view | {"where": [view["eps"]], "count": 1}
+            continue
+        group = groups[key]
+        group["count"] += 1
+        if view["eps"] not in group["where"]:
+            group["where"].append(view["eps"])
+    for group in groups.values():
+        group["eps"] = ", ".join(group.pop("where"))
+        if group["count"] > 1:
+            group["message"] += f" (and {group['count'] - 1} more like it)"
+    return list(groups.values())
 
 
 def _evidence_value(value: object) -> str:

@@ -60,17 +60,25 @@ def load_text_model(spec: str, max_length: int = 128, weights: str | None = None
     return from_hf(path, max_length=max_length)
 
 
-def load_text_data(spec: str, split: str = "test", limit: int | None = None, text_column: str = "text",
+def default_text_split(spec: str) -> str:
+    """``all`` for a user's own file (``csv:``, ``jsonl:``), ``test`` for the built-in ``tweets``."""
+    return "test" if spec.split(":", 1)[0] == "tweets" else "all"
+
+
+def load_text_data(spec: str, split: str | None = None, limit: int | None = None, text_column: str = "text",
                    label_column: str = "label"):  # -> TextDataset (lazy import)
     """``split`` of the texts named by ``spec`` (``csv:PATH``, ``jsonl:PATH`` or ``tweets``).
 
     ``train``, ``calibration`` and ``test`` are the fixed stratified 60/20/20 split of
-    :func:`advcal.text.split_text_dataset` (seed 0), ``all`` every row; ``limit`` keeps the first
-    N of a stratified order, so a small look still holds every class.
+    :func:`advcal.text.split_text_dataset` (seed 0), ``all`` every row; by default a user's own
+    file is read whole and ``tweets`` gives its test split (:func:`default_text_split`). ``limit``
+    keeps the first N of a stratified order, so a small look still holds every class.
     """
     from advcal.data.splits import stratified_order
     from advcal.text.data import parse_text_source, split_text_dataset
 
+    if split is None:
+        split = default_text_split(spec)
     if split not in TEXT_SPLITS:
         raise InputError(f"split: expected one of {', '.join(TEXT_SPLITS)}, got {split!r}")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
