@@ -177,8 +177,10 @@ def test_step_size_halves_at_every_checkpoint_when_the_loss_stalls(norm):
     torch.testing.assert_close(run.step_size, torch.full((5,), 2 * EPS / 2**8))
     assert torch.equal(run.x_adv, x_start)  # no iterate beat the start
     assert counter.forward == counter.backward == 100  # one forward+backward per step
-    final = APGD(EPS, steps=100, norm=norm)(_Constant(), x, y)
+    final = APGD(EPS, steps=100, norm=norm, select="final")(_Constant(), x, y)
     assert final.forward_passes == 101 and final.backward_passes == 100
+    best = APGD(EPS, steps=100, norm=norm)(_Constant(), x, y)  # the default: the best iterate
+    assert best.forward_passes == best.backward_passes == 100
 
 
 # ---------------------------------------------------------------- 6. loss temperature

@@ -191,3 +191,10 @@ def test_the_shipped_adversarially_trained_fashion_model_is_genuine():
     found = check_illusion(load_model("fashion-cnn-at"), test, calibration, EPS)
     assert found.verdict == "genuine", found.reasons
     assert not found.checks["sanity"]["unbounded_attack_fails"]
+
+
+def test_autoattack_as_one_more_check():
+    test, calibration = _brightness_data("test", 60), _brightness_data("calibration", 60)
+    found = check_illusion(_Brightness(), test, calibration, EPS, attack="autoattack")
+    assert found.checks["autoattack"]["adv_accuracy"] == 1.0 and found.verdict == "genuine"
+    assert found.settings["attack"] == "autoattack"

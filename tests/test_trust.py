@@ -245,3 +245,13 @@ def test_the_html_of_an_older_report_gets_its_verdict_from_the_flags(tmp_path):
     for model in report["models"]:
         del model["verdict"]
     assert f"<strong>DigitsCNN</strong> — {result.models[0].verdict.reason}" in render_html(report)
+
+
+def test_the_audit_runs_autoattack_by_name(tmp_path):
+    done = advcal_cli("audit", "--model", "digits-cnn-at", "--attack", "autoattack", "--steps", "5",
+                      "--limit", "40", "--eps", "0.1", "--bootstrap", "0", "--out", str(tmp_path / "o"))
+    assert done.returncode == 0, done.stderr
+    attack = json.loads((tmp_path / "o" / "report.json").read_text())["config"]["attack"]
+    assert attack["attack"] == "autoattack"
+    assert attack["components"] == ["apgd-ce", "apgd-t", "fab-t", "square"]
+    assert attack["queries"] == 5000 and attack["steps"] == 5

@@ -287,7 +287,9 @@ def illusion(
     seed: Annotated[int, typer.Option(help="Seed of every attack's per-sample randomness.")] = 0,
     batch_size: Annotated[int, typer.Option(help="Samples per pass.")] = 256,
     full: Annotated[bool, typer.Option(help="Run every check, even when the cheap ones settle it.")] = False,
-    attack: Annotated[str, typer.Option(help="Text models: the score-based attack, word or char.")] = "word",
+    attack: Annotated[str | None, typer.Option(
+        help="Images: one more registered attack run as a check (e.g. autoattack). Text models: the "
+             "score-based attack, word (default) or char.")] = None,
     queries: Annotated[int, typer.Option(help="Text models: queries per text.")] = 2000,
     text_column: Annotated[str, typer.Option(help="Text data: the column holding the texts.")] = "text",
     label_column: Annotated[str, typer.Option(help="Text data: the column holding the labels.")] = "label",
@@ -323,7 +325,8 @@ def illusion(
         test = load_text_data(data, split=split, limit=limit, **columns)
         calibration = load_text_data(data, split=calibration_split, limit=limit, **columns)
         with err_console.status(f"Checking {model} for an illusion of robustness…"):
-            found = check_text_illusion(net, test, calibration, values[0] if values else 0.2, attack,
+            budget = values[0] if values else 0.2
+            found = check_text_illusion(net, test, calibration, budget, attack or "word",
                                         {"query_budget": queries}, seed=seed, full=full)
         spec = model
     else:
@@ -334,7 +337,7 @@ def illusion(
         budget = values[0] if values else sorted(default_epsilons(test))[1]
         with err_console.status(f"Checking {spec} for an illusion of robustness…"):
             found = check_illusion(net, test, calibration, budget, seed=seed, batch_size=batch_size,
-                                   full=full, **({"steps": steps} if steps else {}))
+                                   full=full, attack=attack, **({"steps": steps} if steps else {}))
     console.print(illusion_table(found, spec))
     if json_path is not None:
         write_json_atomic(json_path, {"model": spec, **found.to_dict()})

@@ -6,12 +6,15 @@
 """
 
 from advcal.attacks.apgd import APGD
+from advcal.attacks.autoattack import AutoAttack
 from advcal.attacks.base import Attack, AttackResult
 from advcal.attacks.confidence import ConfidenceAttack
+from advcal.attacks.fab import FAB
 from advcal.attacks.losses import get_loss
 from advcal.attacks.pgd import FGSM, PGD
 from advcal.attacks.registry import available_attacks, get_attack, register_attack
 from advcal.attacks.square import Square
+from advcal.attacks.targeted import APGDT
 
 register_attack("fgsm", FGSM)
 register_attack("pgd", PGD)
@@ -19,6 +22,10 @@ register_attack("pgd-l2", PGD, norm="l2")
 register_attack("apgd", APGD)
 register_attack("apgd-ce", APGD, loss="ce")
 register_attack("apgd-dlr", APGD, loss="dlr")
+register_attack("apgd-t", APGDT)
+register_attack("fab-t", FAB)
+register_attack("autoattack", AutoAttack)
+register_attack("autoattack-l2", AutoAttack, norm="l2")
 register_attack("square", Square)
 register_attack("confidence", ConfidenceAttack)
 register_attack("confidence-down", ConfidenceAttack, direction="down")
@@ -26,10 +33,13 @@ register_attack("confidence-up", ConfidenceAttack, direction="up")
 
 __all__ = [
     "APGD",
+    "APGDT",
+    "FAB",
     "FGSM",
     "PGD",
     "Attack",
     "AttackResult",
+    "AutoAttack",
     "ConfidenceAttack",
     "Square",
     "available_attacks",

@@ -14,6 +14,7 @@ from torch import nn
 
 from advcal.attacks.base import Attack, Counter
 from advcal.attacks.geometry import NORMS, ascent_step, project, random_start
+from advcal.attacks.losses import LossFn
 from advcal.checks import check_choice, check_fraction, check_int
 
 #: The momentum weight α of Algorithm 1 (the paper fixes it to 0.75).
@@ -77,6 +78,11 @@ class APGDRun(NamedTuple):
     loss: torch.Tensor
     step_size: torch.Tensor  # the step size η each sample ended with
     halvings: torch.Tensor  # how many times each sample's η was halved
+    # AutoAttack's record: per sample, whether any evaluated iterate was misclassified, and the
+    # last such iterate with its logits (the selected point where none was).
+    fooled: torch.Tensor
+    fooled_x: torch.Tensor
+    fooled_logits: torch.Tensor
 
 
 class APGD(Attack):
@@ -109,10 +115,12 @@ class APGD(Attack):
             ``loss_temperature``, ``select``, ``precision`` (see
             :class:`~advcal.attacks.base.Attack`).
 
-    ``select="best"`` returns the highest-loss point visited (the paper's ``x_max``);
-    ``"final"`` returns the last iterate. Unlike AutoAttack, samples are not dropped once
-    misclassified: the attack keeps maximising the loss, so the confidence it reaches is the
-    attack's, not the first point that crossed the boundary.
+    ``select="best"`` (the default, as APGD is defined) returns the highest-loss point visited
+    (the paper's ``x_max``); ``"final"`` returns the last iterate. Unlike AutoAttack, samples
+    are not dropped once misclassified: the attack keeps maximising the loss, so the confidence
+    it reaches is the attack's, not the first point that crossed the boundary. (The AutoAttack
+    ensemble, :class:`~advcal.attacks.autoattack.AutoAttack`, reads each run's record of the
+    misclassified iterates instead, as AutoAttack does.)
 
     The schedule follows the paper's text, which the authors' code approximates: checkpoints
     are ``ceil(p_j·steps)`` exactly, condition 1 is a strict ``<``, and condition 2 already
@@ -136,6 +144,7 @@ class APGD(Attack):
         random_start: bool = True,
         **common: object,
     ) -> None:
+        common.setdefault("select", "best")
         super().__init__(eps, **common)
         self.steps = check_int(steps, "steps", 1)
         self.norm = check_choice(norm, "norm", NORMS)
@@ -153,23 +162,36 @@ class APGD(Attack):
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor,
         eps: float, clean_logits: torch.Tensor, counter: Counter,
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        chosen = self.runs(model, x, y, index, eps, counter)
+        return chosen.x_adv, chosen.logits
+
+    def runs(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor, eps: float,
+        counter: Counter, loss_fn: LossFn | None = None, stream: int = 0,
+    ) -> APGDRun:
+        """Every restart from its random start (streams ``stream``, ``stream + 1``, ...), the
+        highest-loss run kept per sample (a misclassified iterate of any restart is kept too)."""
         chosen: APGDRun | None = None
         for restart in range(self.restarts):
             if self.random_start:
-                x_start = random_start(x, eps, self.norm, self.seed, index, restart)
+                x_start = random_start(x, eps, self.norm, self.seed, index, stream + restart)
             else:
                 x_start = x.clone()
-            run = self._run(model, x, y, x_start, eps, counter)
+            run = self._run(model, x, y, x_start, eps, counter, loss_fn)
             if chosen is None:
                 chosen = run
             else:
                 better = run.loss > chosen.loss  # ties keep the earlier restart
-                chosen = APGDRun(*(_where(better, new, old) for new, old in zip(run, chosen, strict=True)))
-        return chosen.x_adv, chosen.logits
+                first_fooled = run.fooled & ~chosen.fooled
+                kept = (_where(better, new, old) for new, old in zip(run[:5], chosen[:5], strict=True))
+                chosen = APGDRun(*kept, chosen.fooled | run.fooled,
+                                 _where(first_fooled, run.fooled_x, chosen.fooled_x),
+                                 _where(first_fooled, run.fooled_logits, chosen.fooled_logits))
+        return chosen
 
     def _run(
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, x_start: torch.Tensor,
-        eps: float, counter: Counter,
+        eps: float, counter: Counter, loss_fn: LossFn | None = None,
     ) -> APGDRun:
         """Algorithm 1 from ``x_start``: ``steps`` forward and backward passes (+1 forward if final)."""
         n = len(x)
@@ -181,13 +203,18 @@ class APGD(Attack):
         last_mark = 0
         # Step 0: the loss and gradient at x_0, and x_1 = P(x_0 + η·s(∇f(x_0))).
         x_cur = x_start
-        loss, grad, logits = self.loss_and_grad(model, x_cur, y, counter)
+        loss, grad, logits = self.loss_and_grad(model, x_cur, y, counter, loss_fn)
         best_x, best_loss, best_grad, best_logits = x_cur, loss, grad, logits
+        fooled = logits.argmax(1) != y
+        fooled_x, fooled_logits = x_cur, logits
         best_loss_last = prev_loss = loss  # f_max at the checkpoint w_0 = 0
         x_next = project(ascent_step(x_cur, grad, eta, self.norm), x, eps, self.norm)
         for k in range(1, self.steps):
             x_prev, x_cur = x_cur, x_next
-            loss, grad, logits = self.loss_and_grad(model, x_cur, y, counter)
+            loss, grad, logits = self.loss_and_grad(model, x_cur, y, counter, loss_fn)
+            wrong = logits.argmax(1) != y
+            fooled_x, fooled_logits = _where(wrong, x_cur, fooled_x), _where(wrong, logits, fooled_logits)
+            fooled = fooled | wrong
             increases += loss > prev_loss
             better = loss > best_loss
             best_x, best_grad = _where(better, x_cur, best_x), _where(better, grad, best_grad)
@@ -212,9 +239,17 @@ class APGD(Attack):
                 x_cur + MOMENTUM * (z - x_cur) + (1 - MOMENTUM) * (x_cur - x_prev), x, eps, self.norm
             )
         if self.select == "best":
-            return APGDRun(best_x, best_logits, best_loss, eta, halvings)
-        loss, logits = self.evaluate(model, x_next, y, counter)
-        return APGDRun(x_next, logits.detach(), loss.detach(), eta, halvings)
+            selected = (best_x, best_logits, best_loss)
+        else:
+            loss, logits = self.evaluate(model, x_next, y, counter, loss_fn)
+            selected = (x_next, logits.detach(), loss.detach())
+            wrong = logits.argmax(1) != y
+            fooled_x, fooled_logits = _where(wrong, x_next, fooled_x), _where(wrong, logits, fooled_logits)
+            fooled = fooled | wrong
+        # Where no iterate was misclassified, the record points at the selected one.
+        fooled_x = _where(fooled, fooled_x, selected[0])
+        fooled_logits = _where(fooled, fooled_logits, selected[1])
+        return APGDRun(*selected, eta, halvings, fooled, fooled_x, fooled_logits)
 
 
 def _where(condition: torch.Tensor, new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""The Square attack (Andriushchenko et al. 2020): score-based black-box random search, L∞."""
+"""The Square attack (Andriushchenko et al. 2020): score-based black-box random search, L∞ and L2."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from advcal.attacks import square_l2
 from advcal.attacks.base import Attack, Counter
-from advcal.checks import check_fraction, check_int
+from advcal.attacks.geometry import NORMS
+from advcal.checks import check_choice, check_fraction, check_int
 from advcal.errors import InputError, describe
 from advcal.rng import keyed_uniform
 
@@ -40,9 +42,10 @@ class Square(Attack):
        ``-eps`` with one random sign per channel. ``p_i`` starts at ``p_init`` and is halved
        after iterations 10, 50, 200, 500, 1000, 2000, 4000, 6000 and 8000 of a 10,000-query
        run; for another budget the iteration is first rescaled to ``i * 10000 / queries``, as
-       in the paper. A proposal that would leave the image unchanged (its window already at
-       the drawn signs, or clipped there) is replaced by the opposite signs, so no query is
-       wasted on a copy of the current point, as in the authors' implementation.
+       in the paper (``rescale_schedule=False`` keeps the raw iteration, as AutoAttack's
+       standard 5,000-query Square does). A proposal that would leave the image unchanged (its
+       window already at the drawn signs, or clipped there) is replaced by the opposite signs,
+       so no query is wasted on a copy of the current point, as in the authors' implementation.
     3. *Accept* the proposal only if the loss strictly increases — or if the proposal is
        misclassified, which ends the search for that sample (with the default ``"margin"``
        loss and ``"dlr"`` the two coincide; with ``"ce"`` a misclassifying proposal is kept
@@ -60,6 +63,10 @@ class Square(Attack):
         queries: queries per sample and restart, the initial one included (the paper's
             query budget).
         p_init: initial fraction of the image's pixels a window covers, in (0, 1].
+        rescale_schedule: stretch the window schedule to ``queries`` (see step 2).
+        norm: ``"linf"`` (above) or ``"l2"``: the paper's L2 version, whose perturbation always
+            has norm ε and whose proposals move mass between two windows of odd side at least 3
+            (:mod:`advcal.attacks.square_l2`), with the same schedule, acceptance and stopping.
         restarts: independent runs with fresh random streams; only samples still correctly
             classified are attacked again, and per sample a misclassified result, else the
             highest-loss one, wins.
@@ -83,7 +90,6 @@ class Square(Attack):
     """
 
     name = "square"
-    norm = "linf"
     # Replace a proposal that would not move the point by the opposite signs (see step 2).
     _avoid_no_ops: ClassVar[bool] = True
 
@@ -94,21 +100,26 @@ class Square(Attack):
         *,
         p_init: float = 0.8,
         restarts: int = 1,
+        rescale_schedule: bool = True,
+        norm: str = "linf",
         **common: object,
     ) -> None:
         common.setdefault("loss", "margin")
         super().__init__(eps, **common)
+        self.norm = check_choice(norm, "norm", NORMS)
         self.queries = check_int(queries, "queries", 1)
         self.p_init = check_fraction(p_init, "p_init", allow_one=True)
         self.restarts = check_int(restarts, "restarts", 1)
+        self.rescale_schedule = bool(rescale_schedule)
 
     def _extra_params(self) -> dict[str, object]:
-        return {"queries": self.queries, "p_init": self.p_init, "restarts": self.restarts}
+        return {"queries": self.queries, "p_init": self.p_init, "restarts": self.restarts,
+                "rescale_schedule": self.rescale_schedule, "norm": self.norm}
 
     # ------------------------------------------------------------------ schedule
     def fraction(self, iteration: int) -> float:
         """The fraction ``p`` of pixels the window of (0-based) proposal ``iteration`` covers."""
-        rescaled = int(iteration / self.queries * PAPER_BUDGET)
+        rescaled = int(iteration / self.queries * PAPER_BUDGET) if self.rescale_schedule else iteration
         return self.p_init / 2 ** sum(rescaled > t for t in P_HALVINGS)
 
     def side(self, iteration: int, height: int, width: int) -> int:
@@ -158,11 +169,44 @@ class Square(Attack):
             fooled[todo] = run_fooled
         return best_x, best_logits
 
+    def _run_l2(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor,
+        eps: float, counter: Counter, restart: int,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One L2 random search from the grid of pyramids; the best inputs, their logits and losses."""
+        _, c, h, w = x.shape
+        stream = restart * RESTART_STREAMS
+        x64 = x.double()
+        start = square_l2.initial_perturbation(self.seed, index, (c, h, w), eps, stream).to(x.device)
+        x_best = (x64 + start).clamp(0, 1).to(x.dtype)
+        loss, logits = self.evaluate(model, x_best, y, counter)
+        active = logits.argmax(1) == y
+        for iteration in range(self.queries - 1):
+            idx = active.nonzero().flatten()
+            if len(idx) == 0:
+                break
+            s = square_l2.side(self.fraction(iteration), h, w)
+            u = keyed_uniform(self.seed, index[idx.cpu()], (5 + c,), stream + 1 + iteration)
+            delta = x_best[idx].double() - x64[idx]  # the perturbation as clipped so far
+            proposal = square_l2.propose(delta, s, eps, u.to(device=x.device, dtype=torch.float64))
+            x_new = (x64[idx] + proposal).clamp(0, 1).to(x.dtype)
+            new_loss, new_logits = self.evaluate(model, x_new, y[idx], counter)
+            new_fooled = new_logits.argmax(1) != y[idx]
+            better = (new_loss > loss[idx]) | new_fooled
+            kept = idx[better]
+            x_best[kept] = x_new[better]
+            loss[kept] = new_loss[better]
+            logits[kept] = new_logits[better]
+            active[idx[new_fooled]] = False
+        return x_best, logits, loss
+
     def _run(
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor,
         eps: float, counter: Counter, restart: int,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One random search from the stripes; returns the best inputs, their logits and losses."""
+        if self.norm == "l2":
+            return self._run_l2(model, x, y, index, eps, counter, restart)
         n, c, h, w = x.shape
         stream = restart * RESTART_STREAMS
         column_signs = _signs(keyed_uniform(self.seed, index, (c, 1, w), stream)).to(x)

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 import advcal
-from advcal.attacks import APGD, FGSM, PGD, Attack, Square
+from advcal.attacks import APGD, FGSM, PGD, Attack, Square, get_attack
 from advcal.calibration import fit_temperature
 from advcal.checks import check_int
 from advcal.data import DataSource
@@ -156,6 +156,7 @@ def check_illusion(
     full: bool = False,
     temperatures: Sequence[float] = TEMPERATURES,
     square_queries: int = 500,
+    attack: str | None = None,
 ) -> IllusionReport:
     """Whether ``model``'s robustness at ``eps`` is genuine, an illusion, or suspect.
 
@@ -170,6 +171,8 @@ def check_illusion(
         full: run every check even when the cheap ones settle the verdict.
         temperatures: the grid of the temperature sweep.
         square_queries: the query budget of the black-box Square attack.
+        attack: a registered attack (e.g. ``"autoattack"``) run as one more check, with its own
+            defaults at ``eps`` and ``seed``.
     """
     check_int(steps, "steps", 1)
     check_int(batch_size, "batch_size", 1)
@@ -193,6 +196,9 @@ def check_illusion(
     temperature = fit_temperature(runner.logits(calibration), calibration.y)
     checks["cal"] = {"adv_accuracy": runner.accuracy(pgd(loss_temperature=temperature), test),
                      "temperature": temperature, "attack": "pgd-ce through the NLL-fitted temperature"}
+    if attack is not None:
+        checks[attack] = {"adv_accuracy": runner.accuracy(get_attack(attack, eps=eps, seed=seed), test),
+                          "attack": attack}
     checks["sanity"] = _sanity(runner, test, eps, steps, seed, served)
     checks["gradients"] = runner.gradient_evidence(test, eps)
 
@@ -230,6 +236,7 @@ def check_illusion(
               "time_of_served_pgd": runner.seconds / one_run["seconds"],
               "settled_by_cheap_checks": settled},
         settings={"advcal_version": advcal.__version__, "eps": eps, "steps": steps, "seed": seed,
+                  "attack": attack,
                   "batch_size": batch_size, "full": full, "temperatures": list(temperatures),
                   "square_queries": square_queries, "test": {"spec": test.name, "split": test.split,
                   "n_samples": len(test)}, "calibration": {"spec": calibration.name,
