@@ -118,27 +118,24 @@ class FAB(Attack):
             todo = (~fooled).nonzero().flatten()
             if len(todo) == 0:
                 break
-            found, distance = self._run(model, x[todo], y[todo], target[todo], counter)
+            found, found_logits, distance = self._run(model, x[todo], y[todo], target[todo], clean_logits[todo],
+                                                  counter)
             broken = distance <= eps * (1 + 1e-6)  # the found point is within the budget
-            if not bool(broken.any()):
-                continue
             chosen = todo[broken]
-            x_adv[chosen] = found[broken]
-            with torch.no_grad():
-                logits[chosen] = model(found[broken]).detach()
-            counter.forward += 1
-            fooled[chosen] = logits[chosen].argmax(1) != y[chosen]
+            x_adv[chosen], logits[chosen] = found[broken], found_logits[broken]
+            fooled[chosen] = True
         return x_adv, logits
 
     def _run(
-        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor, counter: Counter,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One FAB-T run towards ``target``: the smallest misclassified point found per sample and its
-        distance (infinite where none was found)."""
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor,
+        clean_logits: torch.Tensor, counter: Counter,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One FAB-T run towards ``target``: the smallest misclassified point found per sample, its
+        logits and its distance (infinite where none was found)."""
         n = len(x)
         flat_x = x.flatten(1)
         rows = torch.arange(n, device=x.device)
-        best = x.clone()
+        best, best_logits = x.clone(), clean_logits.clone()
         best_distance = torch.full((n,), torch.inf, dtype=x.dtype, device=x.device)
 
         def boundary(z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -158,13 +155,15 @@ class FAB(Attack):
             moved = ((current.flatten(1) + self.eta * d_current) * (1 - alpha)
                      + (flat_x + self.eta * d_original) * alpha).clamp(0, 1).view_as(x)
             with torch.no_grad():
-                wrong = model(moved).argmax(1) != y
+                moved_logits = model(moved).detach()
             counter.forward += 1
+            wrong = moved_logits.argmax(1) != y
             distance = self._distance(moved - x)
             better = wrong & (distance < best_distance)
             best = torch.where(better.view(-1, *([1] * (x.ndim - 1))), moved, best)
+            best_logits = torch.where(better[:, None], moved_logits, best_logits)
             best_distance = torch.where(better, distance, best_distance)
             # A misclassified point steps back towards the original: the search for a smaller one.
             back = x + self.beta * (moved - x)
             current = torch.where(wrong.view(-1, *([1] * (x.ndim - 1))), back, moved)
-        return best, best_distance
+        return best, best_logits, best_distance

@@ -190,15 +190,26 @@ class Square(Attack):
             delta = x_best[idx].double() - x64[idx]  # the perturbation as clipped so far
             proposal = square_l2.propose(delta, s, eps, u.to(device=x.device, dtype=torch.float64))
             x_new = (x64[idx] + proposal).clamp(0, 1).to(x.dtype)
-            new_loss, new_logits = self.evaluate(model, x_new, y[idx], counter)
-            new_fooled = new_logits.argmax(1) != y[idx]
-            better = (new_loss > loss[idx]) | new_fooled
-            kept = idx[better]
-            x_best[kept] = x_new[better]
-            loss[kept] = new_loss[better]
-            logits[kept] = new_logits[better]
-            active[idx[new_fooled]] = False
+            self._query(model, x_new, y, idx, counter, (x_best, loss, logits, active))
         return x_best, logits, loss
+
+    def _query(
+        self, model: nn.Module, x_new: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, counter: Counter,
+        state: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
+    ) -> torch.Tensor:
+        """Score the proposals ``x_new`` of samples ``idx``; keep (in ``state``: best inputs, losses,
+        logits, active flags, updated in place) those that raise the loss or misclassify, and stop
+        querying the misclassified. Returns which proposals were kept."""
+        x_best, loss, logits, active = state
+        new_loss, new_logits = self.evaluate(model, x_new, y[idx], counter)
+        new_fooled = new_logits.argmax(1) != y[idx]
+        better = (new_loss > loss[idx]) | new_fooled
+        kept = idx[better]
+        x_best[kept] = x_new[better]
+        loss[kept] = new_loss[better]
+        logits[kept] = new_logits[better]
+        active[idx[new_fooled]] = False
+        return better
 
     def _run(
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor,
@@ -238,15 +249,8 @@ class Square(Attack):
                 flip = window & unchanged.view(-1, 1, 1, 1)
                 delta_new = torch.where(flip, -delta_new, delta_new)
                 x_new = (x_cur + delta_new).clamp(0, 1)
-            new_loss, new_logits = self.evaluate(model, x_new, y[idx], counter)
-            new_fooled = new_logits.argmax(1) != y[idx]
-            better = (new_loss > loss[idx]) | new_fooled
-            kept = idx[better]
-            delta[kept] = delta_new[better]
-            x_best[kept] = x_new[better]
-            loss[kept] = new_loss[better]
-            logits[kept] = new_logits[better]
-            active[idx[new_fooled]] = False
+            better = self._query(model, x_new, y, idx, counter, (x_best, loss, logits, active))
+            delta[idx[better]] = delta_new[better]
         return x_best, logits, loss
 
 
