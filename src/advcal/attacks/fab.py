@@ -118,8 +118,8 @@ class FAB(Attack):
             todo = (~fooled).nonzero().flatten()
             if len(todo) == 0:
                 break
-            found, found_logits, distance = self._run(model, x[todo], y[todo], target[todo], clean_logits[todo],
-                                                  counter)
+            found, found_logits, distance = self._run(model, x[todo], y[todo], target[todo],
+                                                      clean_logits[todo], counter)
             broken = distance <= eps * (1 + 1e-6)  # the found point is within the budget
             chosen = todo[broken]
             x_adv[chosen], logits[chosen] = found[broken], found_logits[broken]
