@@ -30,28 +30,38 @@ SERVING_TEMPERATURES = [1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1e3, 1e4]
 EPS, STEPS, SEED, SQUARE_QUERIES = 0.1, 20, 0, 300
 
 
+def served_models() -> list[tuple[str, torch.nn.Module]]:
+    """The table's rows: digits-cnn at every serving temperature, then the robust control."""
+    models = [(f"digits-cnn served at T = {t:g}", TemperatureScaled(load_model("digits-cnn"), t))
+              for t in SERVING_TEMPERATURES]
+    models.append(("digits-cnn-at (adversarially trained)", load_model("digits-cnn-at")))
+    return models
+
+
+def row(name: str, model: torch.nn.Module, test: object, calibration: object) -> str:
+    """One row of the table: the cheap checks and every check on one served model."""
+    quick = check_illusion(model, test, calibration, EPS, steps=STEPS, seed=SEED)
+    found = check_illusion(model, test, calibration, EPS, steps=STEPS, seed=SEED, full=True,
+                           square_queries=SQUARE_QUERIES)
+    checks = found.checks
+    return (
+        f"| {name} | {checks['served']['mean_confidence']:.3f} | {found.served_adv_accuracy:.3f} | "
+        f"{checks['cal']['adv_accuracy']:.3f} (T = {checks['cal']['temperature']:.3g}) | "
+        f"{checks['opt']['adv_accuracy']:.3f} (T = {checks['opt']['temperature']:.3g}, "
+        f"{checks['opt']['search']['evaluations']} runs) | "
+        f"{found.best_adv_accuracy:.3f} ({found.best_check}) | "
+        f"{quick.verdict} ({quick.cost['runs_of_served_pgd']:.1f}) | {found.verdict} |"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("docs/illusion.md"))
     args = parser.parse_args()
     test, calibration = load_data("digits", split="test"), load_data("digits", split="calibration")
     rows = []
-    models = [(f"digits-cnn served at T = {t:g}", TemperatureScaled(load_model("digits-cnn"), t))
-              for t in SERVING_TEMPERATURES]
-    models.append(("digits-cnn-at (adversarially trained)", load_model("digits-cnn-at")))
-    for name, model in models:
-        quick = check_illusion(model, test, calibration, EPS, steps=STEPS, seed=SEED)
-        found = check_illusion(model, test, calibration, EPS, steps=STEPS, seed=SEED, full=True,
-                               square_queries=SQUARE_QUERIES)
-        checks = found.checks
-        rows.append(
-            f"| {name} | {checks['served']['mean_confidence']:.3f} | {found.served_adv_accuracy:.3f} | "
-            f"{checks['cal']['adv_accuracy']:.3f} (T = {checks['cal']['temperature']:.3g}) | "
-            f"{checks['opt']['adv_accuracy']:.3f} (T = {checks['opt']['temperature']:.3g}, "
-            f"{checks['opt']['search']['evaluations']} runs) | "
-            f"{found.best_adv_accuracy:.3f} ({found.best_check}) | "
-            f"{quick.verdict} ({quick.cost['runs_of_served_pgd']:.1f}) | {found.verdict} |"
-        )
+    for name, model in served_models():
+        rows.append(row(name, model, test, calibration))
         print(rows[-1])
     lines = [
         f"Made by `python scripts/illusion_table.py` (advcal {advcal.__version__}, "

@@ -133,11 +133,15 @@ def _original_autoattack(model, x, y, norm: str, eps: float) -> torch.Tensor:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["digits-cnn", "digits-cnn-at"])
-def test_matches_the_original_autoattack_linf(digits, name):
+@pytest.mark.parametrize(("attack", "norm", "eps"),
+                         [("autoattack", "Linf", EPS), ("autoattack-l2", "L2", 0.5)])
+def test_matches_the_original_autoattack(digits, name, attack, norm, eps):
     x, y, index = digits
     model = load_model(name)
-    ours = get_attack("autoattack", eps=EPS)(model, x, y, index=index)
-    theirs = robust(model, _original_autoattack(model, x, y, "Linf", EPS), y)
+    ours = get_attack(attack, eps=eps)(model, x, y, index=index)
+    if norm == "L2":
+        assert (ours.x_adv - x).flatten(1).norm(dim=1).max() <= eps + 1e-5
+    theirs = robust(model, _original_autoattack(model, x, y, norm, eps), y)
     ours_robust = ~ours.success
     assert ours_robust.float().mean() <= theirs.float().mean() + 0.005, ours.robust_accuracy
     # Sample for sample: the original breaks nothing that advcal's ensemble leaves standing.
