@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -29,6 +32,26 @@ def require_system_package(present: bool, what: str, install: str) -> None:
     if os.environ.get("ADVCAL_REQUIRE_SYSTEM") == "1":
         pytest.fail(f"ADVCAL_REQUIRE_SYSTEM=1 but {what} is missing ({install})")
     pytest.skip(f"{what} is missing: {install}")
+
+
+def advcal_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """The real command line, in a subprocess, as a user runs it."""
+    return subprocess.run([sys.executable, "-m", "advcal", *args], capture_output=True, text=True,
+                          check=False, cwd=cwd)
+
+
+def one_line_error(done: subprocess.CompletedProcess) -> str:
+    """The one line a refused command prints (exit 2, no traceback)."""
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+    return lines[0]
+
+
+@pytest.fixture(scope="session")
+def default_audit(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
+    """The README's first command, as a user runs it (with --fail-on error), run once per session."""
+    out = tmp_path_factory.mktemp("readme") / "advcal-report"
+    return advcal_cli("audit", "--out", str(out), "--fail-on", "error"), out
 
 
 def smooth_ece_by_brute_force(

@@ -5,9 +5,6 @@ model that does not fit the data. CLI cases run the real command in a subprocess
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import jsonschema
 import numpy as np
@@ -22,21 +19,11 @@ from advcal.models import load_model
 from advcal.models.provenance import unique_names
 from advcal.report.html import render_html
 from advcal.results.verdict import comparison, model_verdict, reaches
+from conftest import advcal_cli, one_line_error
 
 FAST = ["--eps", "0.1", "--steps", "2", "--bootstrap", "0"]
 FACTORY = ("import torch\nfrom advcal.models import DigitsCNN\n"
            "def net():\n    torch.manual_seed(0)\n    return DigitsCNN()\n")
-
-
-def advcal_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "advcal", *args], capture_output=True, text=True,
-                          check=False, cwd=cwd)
-
-
-def one_line_error(done: subprocess.CompletedProcess) -> str:
-    lines = done.stderr.strip().splitlines()
-    assert done.returncode == 2 and len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
-    return lines[0]
 
 
 def flag(code: str, severity: str, eps: float | None, **evidence: object) -> dict[str, object]:
@@ -91,13 +78,6 @@ def test_flags_are_grouped_one_row_per_code():
     groups = grouped_flags(flags)
     assert [(g["code"], g["eps"], g["count"]) for g in groups] == [("ECE_DELTA", [0.1, 0.2], 2),
                                                                    ("FEW_CLASS_SAMPLES", [], 1)]
-
-
-@pytest.fixture(scope="module")
-def default_audit(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
-    """The README's first command, as a user runs it (with --fail-on error)."""
-    out = tmp_path_factory.mktemp("readme") / "advcal-report"
-    return advcal_cli("audit", "--out", str(out), "--fail-on", "error"), out
 
 
 @pytest.mark.slow
