@@ -24,7 +24,7 @@ from torch import nn
 
 import advcal
 from _sections import cpu_name, write_section
-from advcal._torchvision import ensure_torchvision_importable
+from advcal._core.torchvision_compat import ensure_torchvision_importable
 from advcal.attacks import PGD
 
 EPS, ALPHA, BATCH, SEED = 8 / 255, 2 / 255, 256, 0

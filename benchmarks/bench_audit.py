@@ -40,7 +40,7 @@ from torch import nn
 
 import advcal
 from _sections import cpu_name, write_section
-from advcal.allocator import keep_freed_memory
+from advcal._core.allocator import keep_freed_memory
 from advcal.audit.pipeline import default_epsilons
 from advcal.data import DataSource, load_data
 from advcal.models import load_model
@@ -240,7 +240,7 @@ def main() -> None:
         "",
         f"- Machine: {cpu_name()}, {os.cpu_count()} logical CPUs, torch threads {torch.get_num_threads()}",
         f"- Versions: advcal {advcal.__version__}, torch {torch.__version__}",
-        f"- Memory: {allocator} (`advcal.allocator`)",
+        f"- Memory: {allocator} (`advcal._core.allocator`)",
         f"- Work: 2 models × {len(load_data('digits'))} digits × (clean + PGD-{STEPS} at 3 ε), "
         f"{BOOTSTRAP} bootstrap replicates; {passes_of(result)}.",
         f"- Inside the audit (last round): clean {phases['clean']:.2f} s, attack {phases['attack']:.2f} s, "

@@ -26,7 +26,7 @@ import torch
 
 import advcal
 from _sections import cpu_name, write_section
-from advcal._torchvision import ensure_torchvision_importable
+from advcal._core.torchvision_compat import ensure_torchvision_importable
 from advcal.metrics import calibration_report
 from advcal.metrics.smooth import smooth_ece
 

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from advcal.checks import parse_numbers
+from advcal._core.validation import parse_numbers
 from advcal.clip import ZeroShotClassifier, tiny_clip
 from advcal.clip.suite import run_zeroshot_suite
 from advcal.data import load_data

@@ -30,7 +30,7 @@ from typing import ClassVar
 import torch
 
 import advcal
-from advcal.atomic import write_json_atomic
+from advcal._core.atomic import write_json_atomic
 from advcal.calibration import fit_temperature
 from advcal.illusion.search import optimise_temperature
 from advcal.models.state import load_state, unique_state_dict

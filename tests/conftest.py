@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from advcal._torchvision import ensure_torchvision_importable
+from advcal._core.torchvision_compat import ensure_torchvision_importable
 from advcal.models import DigitsCNN
 from advcal.training import train_classifier
 

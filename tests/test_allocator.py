@@ -18,7 +18,7 @@ import pytest
 SCRIPT = textwrap.dedent(
     """
     import json, resource, torch
-    from advcal.allocator import keep_freed_memory
+    from advcal._core.allocator import keep_freed_memory
     applied = keep_freed_memory()
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Conv2d(1, 32, 3), torch.nn.ReLU(), torch.nn.Conv2d(32, 64, 3))

@@ -123,7 +123,7 @@ def test_atomic_writes_leave_an_ordinary_file_and_no_temporary(tmp_path):
     import os
     import stat
 
-    from advcal.atomic import write_json_atomic
+    from advcal._core.atomic import write_json_atomic
 
     old = os.umask(0o022)
     try:

@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-import advcal._torchvision as shim
+import advcal._core.torchvision_compat as shim
 from advcal.clip import ZeroShotClassifier, load_clip, tiny_clip
 from advcal.clip.dirichlet import concentrations, default_kl_weight, dirichlet_kl, dirichlet_uncertainty
 from advcal.clip.zeroshot import OPENAI_MEAN, OPENAI_STD
@@ -207,8 +207,8 @@ def test_unknown_or_remote_architectures_are_refused(open_clip):
 
 def test_advcal_clip_imports_neither_open_clip_nor_torchvision_at_import_time():
     """Only a function body may import them: ``import advcal.clip`` must work without open_clip."""
-    package = Path(shim.__file__).parent
-    for path in [package / "_torchvision.py", *sorted((package / "clip").glob("*.py"))]:
+    package = Path(shim.__file__).parents[1]
+    for path in [Path(shim.__file__), *sorted((package / "clip").glob("*.py"))]:
         for node in ast.parse(path.read_text("utf-8")).body:
             if isinstance(node, ast.Import | ast.ImportFrom):
                 names = [node.module] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]

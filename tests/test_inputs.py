@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from advcal._core.contract import check_scores, to_log_probs
 from advcal.errors import AdvcalError, InputError
 from advcal.metrics import CalibrationStats, calibration_report, ece
-from advcal.outputs import check_scores, to_log_probs
 
 LOGITS = torch.tensor([[2.0, -1.0, 0.5], [0.1, 0.3, -0.2]])
 LABELS = torch.tensor([0, 2])

@@ -21,9 +21,11 @@ from safetensors.torch import save as save_safetensors
 from torch import nn
 
 import advcal
-from advcal.atomic import write_bytes_atomic, write_json_atomic
+from advcal._core.atomic import write_bytes_atomic, write_json_atomic
+from advcal._core.devices import module_device, resolve_device
+from advcal._core.errors import ConfigError, InputError
+from advcal._core.validation import check_int
 from advcal.attacks import Attack, get_attack
-from advcal.checks import check_int
 from advcal.data import DataSource
 from advcal.data.adversarial import (
     FORMAT,
@@ -35,9 +37,7 @@ from advcal.data.adversarial import (
     shard_name,
     zstandard_module,
 )
-from advcal.devices import module_device, resolve_device
 from advcal.distributed import agree, all_gather_arrays, broadcast_array, world
-from advcal.errors import ConfigError, InputError
 from advcal.models import check_logits, frozen, model_fingerprint
 
 ProgressFn = Callable[[int, int], None]

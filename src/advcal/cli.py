@@ -15,9 +15,9 @@ import typer
 from rich.console import Console
 
 import advcal
-from advcal.allocator import keep_freed_memory
+from advcal._core.allocator import keep_freed_memory
+from advcal._core.errors import AdvcalError
 from advcal.defaults import AUDIT, ILLUSION_FAIL_ON
-from advcal.errors import AdvcalError
 
 app = typer.Typer(
     name="advcal",
@@ -73,7 +73,7 @@ def metrics(
     The file holds the scores under "logits", "probs" or "log_probs" (the key says which)
     and the labels under "labels" or "y"; optionally sample indices under "index".
     """
-    from advcal.atomic import write_json_atomic
+    from advcal._core.atomic import write_json_atomic
     from advcal.console import metrics_table, reliability_table
     from advcal.metrics import calibration_report
     from advcal.metrics.files import read_scores_file
@@ -153,7 +153,7 @@ def audit(
     classifiers (--model hf:DIR, --data csv:PATH / jsonl:PATH / tweets) are audited under the
     word, char or embedding-pgd attack (--attack), whose budgets take the place of ε (--eps).
     """
-    from advcal.checks import parse_numbers
+    from advcal._core.validation import parse_numbers
     from advcal.distributed import joined
     from advcal.results.verdict import check_fail_on
     from advcal.text.loading import default_text_split, is_text_audit
@@ -163,7 +163,7 @@ def audit(
         unsupported = {"--normalize": normalize, "--adv-set": adv_set, "--device": device != "cpu"}
         given = [flag for flag, value in unsupported.items() if value]
         if given:
-            from advcal.errors import ConfigError
+            from advcal._core.errors import ConfigError
 
             raise ConfigError(f"{', '.join(given)}: not available for text audits yet")
         from advcal.text.audit import audit_text
@@ -189,9 +189,9 @@ def audit(
             if ranks.rank == 0:
                 _show_and_save(result, out, fail_on)
         return
+    from advcal._core.errors import ConfigError
     from advcal.audit import audit as run_audit
     from advcal.data import AdversarialSet, default_split, load_data
-    from advcal.errors import ConfigError
 
     if adv_set is not None:
         if data is not None or limit is not None or split is not None:
@@ -242,9 +242,9 @@ def attack_command(
     ] = Path("advcal-adv-set"),
 ) -> None:
     """Attack once with a fixed recipe and store the adversarial set (resumable; audit it with --adv-set)."""
+    from advcal._core.validation import parse_numbers
     from advcal.adversarial import make_adversarial_set
     from advcal.audit.pipeline import default_epsilons
-    from advcal.checks import parse_numbers
     from advcal.console import adversarial_set_table
     from advcal.data import default_split, load_data
     from advcal.distributed import joined
@@ -303,12 +303,12 @@ def illusion(
     Text classifiers (--model hf:DIR or tweets-minilm, --data csv:/jsonl:/tweets) are checked with
     the score-based word or char attack; --eps is then the largest fraction of words changed.
     """
-    from advcal.atomic import write_json_atomic
+    from advcal._core.atomic import write_json_atomic
+    from advcal._core.errors import InputError
+    from advcal._core.validation import parse_numbers
     from advcal.audit.pipeline import default_epsilons
-    from advcal.checks import parse_numbers
     from advcal.console import illusion_table
     from advcal.data import load_data
-    from advcal.errors import InputError
     from advcal.illusion import check_illusion, illusion_fails
     from advcal.text.loading import is_text_audit
 
@@ -383,18 +383,18 @@ def calibrate(
     Text classifiers (--model hf:DIR or tweets-minilm, --data csv:/jsonl:/tweets) are attacked by
     the score-based word or char attack (--attack); --eps is then the fractions of words changed.
     """
-    from advcal.atomic import write_json_atomic
+    from advcal._core.atomic import write_json_atomic
+    from advcal._core.validation import parse_numbers
     from advcal.audit.pipeline import default_epsilons
     from advcal.calibration import evaluate_fixes
-    from advcal.checks import parse_numbers
     from advcal.console import fixes_table
     from advcal.data import load_data
     from advcal.text.loading import is_text_audit
 
     chosen = {"calibrators": _names(calibrators), "fit_on": _names(fit_on)}
     if is_text_audit([model], data):
-        from advcal.checks import check_choice
-        from advcal.errors import ConfigError
+        from advcal._core.errors import ConfigError
+        from advcal._core.validation import check_choice
         from advcal.text.audit import DEFAULT_BUDGETS, SCORE_ATTACKS
         from advcal.text.fixes import evaluate_text_fixes
         from advcal.text.loading import load_text_data, load_text_model
@@ -494,10 +494,10 @@ def train_command(
     """
     from safetensors.torch import save_file
 
-    from advcal.checks import parse_numbers
+    from advcal._core.errors import InputError
+    from advcal._core.validation import parse_numbers
     from advcal.console import training_table
     from advcal.data import load_data
-    from advcal.errors import InputError
     from advcal.models import load_model, load_weights, new_model
     from advcal.models.state import unique_state_dict
     from advcal.text.loading import is_text_audit, load_text_data, load_text_model
@@ -577,11 +577,11 @@ def zeroshot(
         "advcal-zeroshot"),
 ) -> None:
     """The zero-shot robustness suite: clean and robust accuracy, ECE and H over many datasets."""
-    from advcal.checks import parse_numbers
+    from advcal._core.errors import ConfigError, InputError
+    from advcal._core.validation import parse_numbers
     from advcal.clip import load_clip
     from advcal.clip.suite import run_zeroshot_suite
     from advcal.console import zeroshot_table
-    from advcal.errors import ConfigError, InputError
 
     if not model.startswith("clip:"):
         raise ConfigError(f"model: expected clip:ARCH (an open_clip architecture), got {model!r}")
@@ -659,7 +659,7 @@ def _text_audit_inputs(
     """What ``advcal audit`` needs for text classifiers: name -> classifier (calibrated or
     ensembled as asked), the audited texts and, with ``calibrate`` (for --illusion or --fixes),
     at most ``limit`` texts of the calibration split to fit on."""
-    from advcal.errors import ConfigError, InputError
+    from advcal._core.errors import ConfigError, InputError
     from advcal.models.provenance import unique_names
     from advcal.text.loading import load_text_data, load_text_model
 
@@ -716,7 +716,7 @@ def _load_models(specs: list[str], weights: list[Path] | None, normalize: str | 
     """Name -> model for each spec, with its weights (one per spec) and normalisation; ``clip:ARCH``
     specs become zero-shot classifiers over ``classes``. Names are ``names`` or short unique ones
     (:func:`advcal.models.provenance.unique_names`)."""
-    from advcal.errors import ConfigError, InputError
+    from advcal._core.errors import ConfigError, InputError
     from advcal.models import load_model, parse_normalize
     from advcal.models.provenance import unique_names
 
@@ -750,8 +750,8 @@ def _class_names(classes: Path | None, data: object) -> list[str]:
 def _calibrated(models: dict, calibrators: list[Path] | None, ensemble: bool) -> dict:
     """Each model wrapped by its calibrator (one per model, in order), renamed after it; then,
     with ``ensemble``, all of them as one ensemble (probabilities averaged)."""
+    from advcal._core.errors import InputError
     from advcal.calibration import load_calibrator
-    from advcal.errors import InputError
     from advcal.models import Ensemble
 
     if calibrators:
@@ -774,7 +774,7 @@ def _attack_params(attack: str, steps: int | None) -> dict[str, int]:
 
 def entry_point() -> None:
     """The ``advcal`` console script and ``python -m advcal``: :func:`main`, in a process whose
-    allocator first learns to keep freed memory (:func:`advcal.allocator.keep_freed_memory`)."""
+    allocator first learns to keep freed memory (:func:`advcal._core.allocator.keep_freed_memory`)."""
     keep_freed_memory()
     main()
 

@@ -27,12 +27,12 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from advcal.checks import check_int
+from advcal._core.contract import OUTPUT_KINDS
+from advcal._core.devices import resolve_device
+from advcal._core.errors import DistributedError, InputError, describe
+from advcal._core.validation import check_int
 from advcal.data.source import DataSource
-from advcal.devices import resolve_device
-from advcal.errors import AdvcalError, InputError, describe
 from advcal.metrics.stats import CalibrationStats
-from advcal.outputs import OUTPUT_KINDS
 
 T = TypeVar("T")
 
@@ -51,10 +51,6 @@ _MAX_DIMS = 32
 _MAX_MESSAGE_BYTES = 1000
 # Negative dtype indices in broadcast_array's header: why the source rank cannot send.
 _NO_ARRAY, _BAD_DTYPE, _TOO_MANY_DIMS = -1, -2, -3
-
-
-class DistributedError(AdvcalError):
-    """Ranks disagree (different keys, dtypes or settings), or another rank failed."""
 
 
 @dataclass(frozen=True)

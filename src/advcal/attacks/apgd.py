@@ -12,10 +12,10 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from advcal._core.validation import check_choice, check_fraction, check_int
 from advcal.attacks.base import Attack, Counter
 from advcal.attacks.geometry import NORMS, ascent_step, project, random_start
 from advcal.attacks.losses import LossFn
-from advcal.checks import check_choice, check_fraction, check_int
 
 #: The momentum weight α of Algorithm 1 (the paper fixes it to 0.75).
 MOMENTUM = 0.75

@@ -18,14 +18,14 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from advcal._core.errors import ConfigError
+from advcal._core.validation import check_choice, check_int
 from advcal.attacks.apgd import APGD, _where
 from advcal.attacks.base import Attack, Counter
 from advcal.attacks.fab import FAB
 from advcal.attacks.geometry import NORMS
 from advcal.attacks.square import Square
 from advcal.attacks.targeted import APGDT
-from advcal.checks import check_choice, check_int
-from advcal.errors import ConfigError
 
 # The components and their order in AutoAttack's "standard" version (Linf and L2).
 COMPONENTS = ("apgd-ce", "apgd-t", "fab-t", "square")

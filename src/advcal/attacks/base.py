@@ -10,7 +10,7 @@ Conventions (DESIGN invariants 3, 4 and 7):
   ε is in those units, and an L∞ ε of 1 or more is refused ("did you mean 8/255?");
 * the model runs in eval mode with parameter gradients off, and is restored afterwards
   (:func:`advcal.models.frozen`);
-* all randomness for sample ``i`` comes from ``(seed, index[i])`` (:mod:`advcal.rng`), so
+* all randomness for sample ``i`` comes from ``(seed, index[i])`` (:mod:`advcal._core.rng`), so
   results do not depend on batch size, order or sharding, and no global RNG is touched;
 * the loss and its gradient run in float32 even inside a caller's autocast region, unless
   ``precision`` says otherwise.
@@ -28,11 +28,11 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from advcal._core.contract import as_tensor, check_labels
+from advcal._core.errors import InputError, describe
+from advcal._core.validation import check_choice, check_int, check_positive
 from advcal.attacks.losses import LossFn, get_loss
-from advcal.checks import check_choice, check_int, check_positive
-from advcal.errors import InputError, describe
 from advcal.models.guard import check_logits, frozen
-from advcal.outputs import as_tensor, check_labels
 
 PRECISIONS = ("float32", "float64", "autocast")
 SELECTIONS = ("final", "best")

@@ -15,11 +15,11 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from advcal._core.errors import ConfigError
+from advcal._core.validation import check_choice, check_fraction, check_int, check_positive
 from advcal.attacks.base import Attack, Counter
 from advcal.attacks.geometry import NORMS
 from advcal.attacks.targeted import target_ranks
-from advcal.checks import check_choice, check_fraction, check_int, check_positive
-from advcal.errors import ConfigError
 
 # Bisection steps of the projection: the step length is found to 2**-60 of its range.
 _BISECTIONS = 60

@@ -9,7 +9,7 @@ import math
 
 import torch
 
-from advcal.rng import keyed_uniform
+from advcal._core.rng import keyed_uniform
 
 NORMS = ("linf", "l2")
 

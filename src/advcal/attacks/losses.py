@@ -13,8 +13,8 @@ from collections.abc import Callable
 
 import torch
 
-from advcal.checks import check_choice, check_positive
-from advcal.errors import ConfigError
+from advcal._core.errors import ConfigError
+from advcal._core.validation import check_choice, check_positive
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 

@@ -7,10 +7,10 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from advcal._core.errors import ConfigError, InputError
+from advcal._core.validation import check_choice, check_int, check_positive
 from advcal.attacks.base import Attack, Counter
 from advcal.attacks.geometry import NORMS, ascent_step, project, random_start
-from advcal.checks import check_choice, check_int, check_positive
-from advcal.errors import ConfigError, InputError
 
 
 class PGD(Attack):

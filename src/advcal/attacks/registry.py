@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from advcal._core.errors import ConfigError
 from advcal.attacks.base import Attack
-from advcal.errors import ConfigError
 
 _REGISTRY: dict[str, tuple[Callable[..., Attack], dict[str, object]]] = {}
 

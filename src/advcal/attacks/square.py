@@ -9,12 +9,12 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from advcal._core.errors import InputError, describe
+from advcal._core.rng import keyed_uniform
+from advcal._core.validation import check_choice, check_fraction, check_int
 from advcal.attacks import square_l2
 from advcal.attacks.base import Attack, Counter
 from advcal.attacks.geometry import NORMS
-from advcal.checks import check_choice, check_fraction, check_int
-from advcal.errors import InputError, describe
-from advcal.rng import keyed_uniform
 
 # The paper's schedule of the window size: p is halved after each of these iterations of a
 # 10,000-query run, and the schedule is stretched or squeezed linearly for other budgets.

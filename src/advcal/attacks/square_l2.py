@@ -14,7 +14,7 @@ import math
 
 import torch
 
-from advcal.rng import keyed_uniform
+from advcal._core.rng import keyed_uniform
 
 
 def _rings(rows: int, cols: int) -> torch.Tensor:

@@ -12,11 +12,11 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from advcal._core.errors import ConfigError
+from advcal._core.validation import check_int
 from advcal.attacks.apgd import APGD, _where
 from advcal.attacks.base import Counter
 from advcal.attacks.losses import LossFn
-from advcal.checks import check_int
-from advcal.errors import ConfigError
 
 
 def targeted_dlr(target: torch.Tensor, temperature: float = 1.0) -> LossFn:

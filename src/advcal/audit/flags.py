@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from advcal.errors import ConfigError
+from advcal._core.errors import ConfigError
 from advcal.illusion import IllusionReport
 from advcal.metrics import CalibrationReport
 from advcal.metrics.paired import PairedChange

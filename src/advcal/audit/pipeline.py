@@ -17,6 +17,9 @@ import torch
 from torch import nn
 
 import advcal
+from advcal._core.devices import module_device, placed, resolve_device
+from advcal._core.errors import AdvcalError, ConfigError, InputError
+from advcal._core.validation import check_int
 from advcal.attacks import Attack, get_attack
 from advcal.audit.flags import (
     Thresholds,
@@ -32,10 +35,8 @@ from advcal.audit.flags import (
 )
 from advcal.audit.result import HEADLINE, AuditResult, ModelAudit
 from advcal.calibration import CalibratedModel, attack_calibrated, evaluate_fixes
-from advcal.checks import check_int
 from advcal.data import AdversarialSet, DataSource, load_data
 from advcal.defaults import AUDIT
-from advcal.devices import module_device, placed, resolve_device
 from advcal.distributed import (
     World,
     agree,
@@ -47,7 +48,6 @@ from advcal.distributed import (
     shard,
     world,
 )
-from advcal.errors import AdvcalError, ConfigError, InputError
 from advcal.illusion import check_illusion
 from advcal.metrics import CalibrationReport, CalibrationStats
 from advcal.metrics.binning import equal_width_bin_index

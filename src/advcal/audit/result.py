@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from advcal.atomic import write_bytes_atomic, write_json_atomic
+from advcal._core.atomic import write_bytes_atomic, write_json_atomic
+from advcal._core.errors import ConfigError
 from advcal.results.verdict import Verdict, comparison, model_verdict, reaches
 
 SCHEMA_VERSION = "0.5"  # bump with src/advcal/audit/schema/report.schema.json and docs/report.md
@@ -122,7 +123,7 @@ class AuditResult:
         for entry in self.models:
             if entry.name == name:
                 return entry
-        raise KeyError(name)
+        raise ConfigError(f"name: expected one of {', '.join(m.name for m in self.models)}, got {name!r}")
 
 
 def report_schema() -> dict[str, object]:

@@ -19,8 +19,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 import advcal
-from advcal.atomic import write_json_atomic
-from advcal.errors import InputError, describe
+from advcal._core.atomic import write_json_atomic
+from advcal._core.errors import InputError, describe
 
 PARAMS_FILE, TENSORS_FILE = "calibrator.json", "calibrator.safetensors"
 

@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from sklearn.isotonic import IsotonicRegression
 
+from advcal._core.validation import check_int
 from advcal.calibration.base import Calibrator
-from advcal.checks import check_int
 
 # A calibrated probability of 0 everywhere in a row would leave nothing to renormalise.
 FLOOR = 1e-12

@@ -37,15 +37,15 @@ import torch
 from torch import nn
 
 import advcal
+from advcal._core.devices import module_device
+from advcal._core.errors import ConfigError
+from advcal._core.validation import check_int
 from advcal.attacks import get_attack
 from advcal.calibration.adaptive import attack_calibrated
 from advcal.calibration.base import Calibrator
 from advcal.calibration.registry import CALIBRATORS
 from advcal.calibration.temperature import AdversarialTemperatureScaling
-from advcal.checks import check_int
 from advcal.data import DataSource
-from advcal.devices import module_device
-from advcal.errors import ConfigError
 from advcal.metrics import calibration_report
 from advcal.models import check_logits, frozen
 
@@ -101,7 +101,7 @@ class FixesReport:
         for fix in self.fixes:
             if fix.name == name:
                 return fix
-        raise KeyError(name)
+        raise ConfigError(f"name: expected one of {', '.join(f.name for f in self.fixes)}, got {name!r}")
 
 
 def evaluate_fixes(

@@ -8,8 +8,8 @@ import numpy as np
 import torch
 from scipy import optimize
 
+from advcal._core.errors import InputError
 from advcal.calibration.base import Calibrator, check_logits_labels
-from advcal.errors import InputError
 
 # log T is searched on [log 1e-4, log 1e7]: wide enough for the most saturated or flattened
 # served models (the illusion paper serves at 1e-3 ... 1e6), bounded so the search ends.

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from advcal.checks import check_positive
+from advcal._core.validation import check_positive
 
 TAU = 0.07
 FLOOR = 1e-6

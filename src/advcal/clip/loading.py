@@ -20,9 +20,9 @@ from types import ModuleType
 import torch
 from torch import nn
 
-from advcal._torchvision import ensure_torchvision_importable
+from advcal._core.errors import ConfigError, InputError, MissingDependencyError
+from advcal._core.torchvision_compat import ensure_torchvision_importable
 from advcal.clip.zeroshot import DEFAULT_TEMPLATES, ZeroShotClassifier
-from advcal.errors import ConfigError, InputError, MissingDependencyError
 from advcal.models.state import load_state
 
 # advcal's own architecture configs (advcal-tiny.json), registered with open_clip on first use.

@@ -28,13 +28,13 @@ import torch
 from torch import nn
 
 import advcal
-from advcal.atomic import write_bytes_atomic, write_json_atomic
+from advcal._core.atomic import write_bytes_atomic, write_json_atomic
+from advcal._core.errors import ConfigError, InputError, MissingDependencyError
+from advcal._core.validation import check_int
 from advcal.attacks import PGD, Attack, AutoAttack
-from advcal.checks import check_int
 from advcal.clip.dirichlet import concentrations, dirichlet_uncertainty
 from advcal.data import DataSource, load_data
 from advcal.data.registry import parse_spec
-from advcal.errors import ConfigError, InputError, MissingDependencyError
 from advcal.metrics import calibration_report
 from advcal.models import frozen
 

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from advcal.errors import InputError, describe
+from advcal._core.errors import InputError, describe
 
 DEFAULT_TEMPLATES = ("This is a photo of a {}",)
 # open_clip.constants.OPENAI_DATASET_MEAN / _STD, for models that carry no statistics of their own;

@@ -22,7 +22,7 @@ Spec kinds (:func:`available_sources`):
 Images come as float32 in [0, 1] (uint8 files divided by 255), labels as int64.
 
 **Splits.** No global random state is used: each sample's place comes from a fixed 64-bit hash
-of its position (:func:`advcal.rng.sample_keys` with a fixed seed), so a split depends only on
+of its position (:func:`advcal._core.rng.sample_keys` with a fixed seed), so a split depends only on
 the labels and is the same on every run and machine.
 
 - Datasets with an official test set (fashion-mnist, cifar10, cifar100, torchvision): ``test``

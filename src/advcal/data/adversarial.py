@@ -23,7 +23,7 @@ from types import ModuleType
 import torch
 from safetensors.torch import load as load_safetensors
 
-from advcal.errors import InputError, MissingDependencyError
+from advcal._core.errors import InputError, MissingDependencyError
 
 FORMAT = "advcal.adversarial-set"
 FORMAT_VERSION = 1

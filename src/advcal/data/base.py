@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from advcal.errors import InputError, describe
+from advcal._core.errors import InputError, describe
 
 # The part of a dataset a loader is asked for: the official training or test set of a dataset
 # that has one, or everything of a dataset that does not.

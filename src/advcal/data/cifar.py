@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from advcal._core.errors import InputError
 from advcal.data.base import RawData, SourceKind
-from advcal.errors import InputError
 
 IMAGE_BYTES = 3 * 32 * 32
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
+from advcal._core.errors import InputError
 from advcal.data.base import RawData, SourceKind
 from advcal.data.idx import IMAGES_MAGIC, LABELS_MAGIC, read_idx
-from advcal.errors import InputError
 
 DEFAULT_DIR = Path("/usr/share/datasets/fashion-mnist")
 CLASSES = [

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from advcal._core.errors import InputError, MissingDependencyError
 from advcal.data.base import RawData, SourceKind
-from advcal.errors import InputError, MissingDependencyError
 
 if TYPE_CHECKING:
     from PIL.Image import Image

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from advcal.errors import InputError
+from advcal._core.errors import InputError
 
 IMAGES_MAGIC = 2051  # 0x00000803: unsigned bytes, 3 dimensions (count, rows, cols)
 LABELS_MAGIC = 2049  # 0x00000801: unsigned bytes, 1 dimension (count)

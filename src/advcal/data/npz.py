@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from advcal._core.errors import InputError, describe
 from advcal.data.base import RawData, SourceKind
-from advcal.errors import InputError, describe
 
 
 def _read(path: Path) -> dict[str, np.ndarray]:

@@ -7,12 +7,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from advcal.checks import check_int
+from advcal._core.errors import ConfigError, InputError
+from advcal._core.validation import check_int
 from advcal.data import cifar, digits, fashion_mnist, folder, npz, torchvision_source
 from advcal.data.base import SourceKind
 from advcal.data.source import DataSource
 from advcal.data.splits import SPLITS, WHOLE, split_official_train, split_three_way, stratified_order
-from advcal.errors import ConfigError, InputError
 
 KINDS: dict[str, SourceKind] = {
     kind.name: kind

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from advcal.checks import check_int
-from advcal.errors import InputError, describe
+from advcal._core.errors import InputError, describe
+from advcal._core.validation import check_int
 
 
 @dataclass(repr=False)

@@ -1,7 +1,7 @@
 """Deterministic stratified splits, and the stratified order that ``limit`` takes a prefix of.
 
 Nothing here touches a global random state. A sample's place is decided by a 64-bit hash of
-``(SEED, its position, a stream)`` (:func:`advcal.rng.sample_keys`, a bijection on positions, so
+``(SEED, its position, a stream)`` (:func:`advcal._core.rng.sample_keys`, a bijection on positions, so
 no two samples tie), which makes every split a function of the labels alone: the same on every
 machine, numpy version and run.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from advcal.rng import sample_keys
+from advcal._core.rng import sample_keys
 
 SPLITS = ("train", "calibration", "test")
 # Every sample of a source without an official test set (a user's own test folder or file).

@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from advcal._torchvision import ensure_torchvision_importable
+from advcal._core.errors import ConfigError, InputError, MissingDependencyError
+from advcal._core.torchvision_compat import ensure_torchvision_importable
 from advcal.data.base import RawData, SourceKind
-from advcal.errors import ConfigError, InputError, MissingDependencyError
 
 USAGE = "torchvision:NAME:ROOT"
 WITHOUT_IT = "cifar10:DIR, cifar100:DIR, fashion-mnist[:DIR], folder:PATH and npz:PATH cover the common cases"

@@ -33,12 +33,12 @@ import torch
 from torch import nn
 
 import advcal
+from advcal._core.devices import module_device
+from advcal._core.errors import InputError
+from advcal._core.validation import check_int
 from advcal.attacks import APGD, FGSM, PGD, Attack, Square, get_attack
 from advcal.calibration import fit_temperature
-from advcal.checks import check_int
 from advcal.data import DataSource
-from advcal.devices import module_device
-from advcal.errors import InputError
 from advcal.illusion.search import log_grid, optimise_temperature
 from advcal.models import check_logits, frozen
 
@@ -250,7 +250,7 @@ FAIL_ON_VERDICTS = {"illusion": ("illusion",), "suspect": ("suspect", "illusion"
 
 def illusion_fails(verdict: str, fail_on: str) -> bool:
     """Whether ``verdict`` reaches ``fail_on`` (``illusion``, ``suspect`` or ``never``)."""
-    from advcal.checks import check_choice
+    from advcal._core.validation import check_choice
 
     return verdict in FAIL_ON_VERDICTS[check_choice(fail_on, "fail_on", tuple(FAIL_ON_VERDICTS))]
 

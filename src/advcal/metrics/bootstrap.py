@@ -3,7 +3,7 @@
 advcal uses the Poisson bootstrap: in replicate ``b`` sample ``i`` is counted ``w_bi`` times,
 ``w_bi ~ Poisson(1)``. Unlike resampling ``N`` indices, the weight of a sample depends only on
 ``(seed, sample key, b)``, so replicates can be accumulated batch by batch, on any number of
-shards, and merged exactly. The weights come from a counter-based hash (:mod:`advcal.rng`),
+shards, and merged exactly. The weights come from a counter-based hash (:mod:`advcal._core.rng`),
 never from a global random state: one 64-bit hash gives four replicates' weights through a
 16-bit inverse-CDF table (each Poisson probability exact to within 2^-16).
 """
@@ -18,7 +18,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from advcal.rng import GOLDEN, MIX2, mix64, sample_keys
+from advcal._core.rng import GOLDEN, MIX2, mix64, sample_keys
 
 # Keeps bootstrap weights independent of attack noise drawn with the same seed.
 _BOOTSTRAP_STREAM = 0xB007

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from advcal.errors import InputError
+from advcal._core.errors import InputError
 
 SCORE_KEYS = ("logits", "probs", "log_probs")
 LABEL_KEYS = ("labels", "y")

@@ -6,7 +6,7 @@ use :class:`CalibrationStats` directly and call ``compute`` once.
 
 from __future__ import annotations
 
-from advcal.errors import InputError
+from advcal._core.errors import InputError
 from advcal.metrics.report import CalibrationReport
 from advcal.metrics.stats import CalibrationStats
 

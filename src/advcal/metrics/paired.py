@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from advcal.errors import InputError
+from advcal._core.errors import InputError
 from advcal.metrics import bootstrap as boot
 from advcal.metrics.report import CalibrationReport
 

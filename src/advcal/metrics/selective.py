@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from advcal.checks import check_fraction
-from advcal.errors import InputError
+from advcal._core.errors import InputError
+from advcal._core.validation import check_fraction
 
 
 @dataclass(frozen=True)

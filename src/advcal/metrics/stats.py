@@ -25,12 +25,12 @@ import numpy as np
 import torch
 from scipy import sparse
 
-from advcal.checks import check_int
-from advcal.errors import InputError, describe
+from advcal._core.contract import LOG_TINY, OUTPUT_KINDS, as_logits64, as_tensor, check_labels, check_scores
+from advcal._core.errors import InputError, describe
+from advcal._core.validation import check_int
 from advcal.metrics import bootstrap as boot
 from advcal.metrics.binning import equal_width_bin_index
 from advcal.metrics.report import CalibrationReport, build_report
-from advcal.outputs import LOG_TINY, OUTPUT_KINDS, as_logits64, as_tensor, check_labels, check_scores
 
 # Scores are processed in chunks of about this many elements (8 MB in float64), so memory
 # stays at a few copies of one chunk whatever the size of the input.

@@ -14,8 +14,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from advcal._torchvision import ensure_torchvision_importable
-from advcal.errors import InputError, MissingDependencyError
+from advcal._core.errors import InputError, MissingDependencyError
+from advcal._core.torchvision_compat import ensure_torchvision_importable
 from advcal.metrics.report import CalibrationReport
 from advcal.metrics.stats import CalibrationStats
 

@@ -15,8 +15,8 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from advcal.errors import InputError
-from advcal.outputs import looks_like_probabilities
+from advcal._core.contract import looks_like_probabilities
+from advcal._core.errors import InputError
 
 
 @contextmanager

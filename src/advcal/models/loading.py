@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from advcal.errors import ConfigError, InputError
+from advcal._core.errors import ConfigError, InputError
 from advcal.models.provenance import FACTORY, FILE, SHIPPED, record_origin
 from advcal.models.reference import DigitsCNN, FashionCNN
 from advcal.models.state import load_state

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from torch import nn
 
-from advcal.errors import InputError
+from advcal._core.errors import InputError
 
 # The origin of each model advcal loaded: weak keys, so a record lives as long as its model.
 _ORIGINS: weakref.WeakKeyDictionary[nn.Module, dict[str, object]] = weakref.WeakKeyDictionary()

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from advcal.errors import InputError
+from advcal._core.errors import InputError
 
 
 class Normalized(nn.Module):

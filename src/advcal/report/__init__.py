@@ -1,7 +1,7 @@
 """Human-readable reports of an audit: one self-contained HTML page from a report.json dict.
 
 Design rule: this package reads the JSON layout and nothing else (it imports only
-:mod:`advcal.errors` and :mod:`advcal.atomic` from advcal), so any archived report.json can be
+:mod:`advcal.errors` and :mod:`advcal._core.atomic` from advcal), so any archived report.json can be
 rendered without the models, the data or torch.
 """
 
@@ -12,8 +12,8 @@ import os
 import re
 from pathlib import Path
 
-from advcal.atomic import write_bytes_atomic
-from advcal.errors import InputError
+from advcal._core.atomic import write_bytes_atomic
+from advcal._core.errors import InputError
 from advcal.report.html import ModelFigure, check_report, render, render_html
 
 __all__ = ["load_report", "render_html", "write_report"]

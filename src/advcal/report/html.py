@@ -18,7 +18,7 @@ from importlib import metadata
 
 import jinja2
 
-from advcal.errors import InputError, describe
+from advcal._core.errors import InputError, describe
 from advcal.report import figures
 from advcal.results.verdict import model_verdict
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from advcal.checks import check_choice
-from advcal.errors import ConfigError
+from advcal._core.errors import ConfigError
+from advcal._core.validation import check_choice
 
 LEVELS = ("pass", "warn", "fail")
 LEVEL_OF_SEVERITY = {"info": "pass", "warning": "warn", "error": "fail"}

@@ -26,7 +26,7 @@ of a sample in batched calls. Shared conventions:
   with the lowest true-class probability) or else if it lowers the true-class probability;
   an edit that does not help is not made, so it does not use up the change cap;
 * **randomness**: only :class:`CharacterAttack` draws random numbers, from a generator keyed
-  on ``(seed, index[i])`` (:func:`advcal.rng.sample_keys`), so a sample's result does not
+  on ``(seed, index[i])`` (:func:`advcal._core.rng.sample_keys`), so a sample's result does not
   depend on the batch it is in, and no global random state is touched.
 
 A sample the classifier already gets wrong is not attacked: its perturbed text is the
@@ -46,11 +46,11 @@ from typing import ClassVar, Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from advcal.checks import check_choice, check_fraction, check_int, check_positive
-from advcal.errors import InputError, describe
+from advcal._core.contract import check_labels
+from advcal._core.errors import InputError, describe
+from advcal._core.rng import sample_keys
+from advcal._core.validation import check_choice, check_fraction, check_int, check_positive
 from advcal.models.guard import check_logits
-from advcal.outputs import check_labels
-from advcal.rng import sample_keys
 from advcal.text.synonyms import SynonymSource, WordNetSynonyms
 from advcal.text.words import WordSpans, is_stop_word, is_word
 

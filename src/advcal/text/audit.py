@@ -20,13 +20,13 @@ import torch
 from torch import nn
 
 import advcal
+from advcal._core.devices import module_device
+from advcal._core.errors import InputError
+from advcal._core.validation import check_choice, check_int
 from advcal.audit.flags import fix_flag, get_profile, illusion_flags
 from advcal.audit.pipeline import BatchPasses, ProgressFn, audit_passes
 from advcal.audit.result import AuditResult
-from advcal.checks import check_choice, check_int
-from advcal.devices import module_device
 from advcal.distributed import World, all_gather_arrays, deal_out, rank_positions, world
-from advcal.errors import InputError
 from advcal.models import check_logits, frozen
 from advcal.text.attacks import CharacterAttack, WordSubstitutionAttack
 from advcal.text.data import TextDataset

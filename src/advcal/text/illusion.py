@@ -29,8 +29,8 @@ import torch
 from torch import nn
 
 import advcal
+from advcal._core.validation import check_choice, check_int
 from advcal.calibration import fit_temperature
-from advcal.checks import check_choice, check_int
 from advcal.illusion.detector import (
     SANITY_TOLERANCE,
     IllusionReport,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from advcal.errors import ConfigError, InputError
+from advcal._core.errors import ConfigError, InputError
 
 TEXT_DATA_KINDS = ("csv", "jsonl", "tweets")
 TEXT_SPLITS = ("train", "calibration", "test", "all")

@@ -30,9 +30,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from advcal._torchvision import ensure_torchvision_importable
-from advcal.checks import check_int, check_positive
-from advcal.errors import ConfigError, InputError, MissingDependencyError, describe
+from advcal._core.errors import ConfigError, InputError, MissingDependencyError, describe
+from advcal._core.torchvision_compat import ensure_torchvision_importable
+from advcal._core.validation import check_int, check_positive
 from advcal.models import check_logits, frozen
 
 INSTALL_HINT = "pip install 'advcal[text]'"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from advcal.errors import MissingDependencyError
+from advcal._core.errors import MissingDependencyError
 
 TEXT_WEIGHTS_DIR = Path(__file__).parent / "weights"
 HEAD_FILE = "tweets-minilm-head.safetensors"

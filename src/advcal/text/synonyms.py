@@ -22,8 +22,8 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from advcal.checks import check_fraction, check_int
-from advcal.errors import InputError, MissingDependencyError, describe
+from advcal._core.errors import InputError, MissingDependencyError, describe
+from advcal._core.validation import check_fraction, check_int
 from advcal.text.words import is_word
 
 DEFAULT_WORDNET_ROOT = "/usr/share/wordnet"

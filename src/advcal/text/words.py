@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from advcal.errors import InputError
+from advcal._core.errors import InputError
 
 # [^\W_] is a Unicode letter or digit: \w without the underscore.
 WORD_PATTERN = re.compile(r"[^\W_]+(?:['\u2019][^\W_]+)*")

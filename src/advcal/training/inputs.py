@@ -17,9 +17,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from advcal._core.errors import ConfigError, InputError
 from advcal.attacks import PGD
 from advcal.data import DataSource
-from advcal.errors import ConfigError, InputError
 from advcal.models import frozen
 
 # A batch's inputs: an image tensor, or a list of texts.

@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from advcal._core.validation import check_int, check_positive
 from advcal.attacks.base import Attack
-from advcal.checks import check_int, check_positive
 
 
 @dataclass

@@ -26,7 +26,7 @@ Every recipe but ``trades``, ``ucat`` and ``fare`` also trains text classifiers
 (:class:`~advcal.text.TextClassifier`): their adversarial examples are PGD steps on the input
 embeddings (:mod:`advcal.training.inputs`).
 
-Every random draw is keyed on ``(seed, sample index, epoch)`` (:mod:`advcal.rng`), so a recipe's
+Every random draw is keyed on ``(seed, sample index, epoch)`` (:mod:`advcal._core.rng`), so a recipe's
 batches do not depend on batch composition and a resumed run repeats an uninterrupted one.
 """
 
@@ -39,9 +39,9 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from advcal._core.errors import ConfigError
+from advcal._core.validation import check_choice, check_int, check_positive
 from advcal.attacks.geometry import random_start
-from advcal.checks import check_choice, check_int, check_positive
-from advcal.errors import ConfigError
 from advcal.models import frozen
 from advcal.training.inputs import Inputs, logits_of, perturb
 

@@ -12,7 +12,7 @@ import io
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from advcal.atomic import write_bytes_atomic
+from advcal._core.atomic import write_bytes_atomic
 
 if TYPE_CHECKING:
     from torch.utils.tensorboard import SummaryWriter

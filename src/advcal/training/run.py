@@ -30,10 +30,10 @@ from safetensors.torch import save as save_safetensors
 from torch import nn
 
 import advcal
-from advcal.atomic import write_bytes_atomic, write_json_atomic
-from advcal.checks import check_choice, check_int, check_positive
+from advcal._core.atomic import write_bytes_atomic, write_json_atomic
+from advcal._core.errors import ConfigError
+from advcal._core.validation import check_choice, check_int, check_positive
 from advcal.data import DataSource
-from advcal.errors import ConfigError
 from advcal.metrics import calibration_report
 from advcal.models import frozen
 from advcal.models.state import load_state, unique_state_dict

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from advcal.errors import ConfigError, InputError
+from advcal._core.errors import ConfigError, InputError
 
 
 def check_int(value: object, name: str, minimum: int) -> int:

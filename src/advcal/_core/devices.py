@@ -7,7 +7,7 @@ from contextlib import contextmanager
 
 import torch
 
-from advcal.errors import ConfigError
+from advcal._core.errors import ConfigError
 
 _EXPECTED = "expected cpu, cuda, cuda:N, mps or auto"
 

@@ -17,7 +17,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from advcal.errors import InputError, describe
+from advcal._core.errors import InputError, describe
 
 OutputKind = Literal["logits", "probs", "log_probs"]
 OUTPUT_KINDS: tuple[str, ...] = ("logits", "probs", "log_probs")
