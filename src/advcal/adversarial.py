@@ -37,7 +37,7 @@ from advcal.data.adversarial import (
     shard_name,
     zstandard_module,
 )
-from advcal.distributed import agree, all_gather_arrays, broadcast_array, world
+from advcal.engine.distributed import agree, all_gather_arrays, broadcast_array, world
 from advcal.models import check_logits, frozen, model_fingerprint
 
 ProgressFn = Callable[[int, int], None]

@@ -74,9 +74,9 @@ def metrics(
     and the labels under "labels" or "y"; optionally sample indices under "index".
     """
     from advcal._core.atomic import write_json_atomic
-    from advcal.console import metrics_table, reliability_table
     from advcal.metrics import calibration_report
     from advcal.metrics.files import read_scores_file
+    from advcal.report.console import metrics_table, reliability_table
 
     data = read_scores_file(file, scores_key)
     with err_console.status("Computing calibration metrics…"):
@@ -154,7 +154,7 @@ def audit(
     word, char or embedding-pgd attack (--attack), whose budgets take the place of ε (--eps).
     """
     from advcal._core.validation import parse_numbers
-    from advcal.distributed import joined
+    from advcal.engine.distributed import joined
     from advcal.results.verdict import check_fail_on
     from advcal.text.loading import default_text_split, is_text_audit
 
@@ -245,9 +245,9 @@ def attack_command(
     from advcal._core.validation import parse_numbers
     from advcal.adversarial import make_adversarial_set
     from advcal.audit.pipeline import default_epsilons
-    from advcal.console import adversarial_set_table
     from advcal.data import default_split, load_data
-    from advcal.distributed import joined
+    from advcal.engine.distributed import joined
+    from advcal.report.console import adversarial_set_table
 
     source = load_data(data, split=split or default_split(data), limit=limit)
     (spec, net), = _load_models([model], [weights] if weights else None, normalize,
@@ -307,9 +307,9 @@ def illusion(
     from advcal._core.errors import InputError
     from advcal._core.validation import parse_numbers
     from advcal.audit.pipeline import default_epsilons
-    from advcal.console import illusion_table
     from advcal.data import load_data
     from advcal.illusion import check_illusion, illusion_fails
+    from advcal.report.console import illusion_table
     from advcal.text.loading import is_text_audit
 
     illusion_fails("genuine", fail_on)  # checks --fail-on before any work
@@ -387,15 +387,15 @@ def calibrate(
     from advcal._core.validation import parse_numbers
     from advcal.audit.pipeline import default_epsilons
     from advcal.calibration import evaluate_fixes
-    from advcal.console import fixes_table
     from advcal.data import load_data
+    from advcal.report.console import fixes_table
     from advcal.text.loading import is_text_audit
 
     chosen = {"calibrators": _names(calibrators), "fit_on": _names(fit_on)}
     if is_text_audit([model], data):
         from advcal._core.errors import ConfigError
         from advcal._core.validation import check_choice
-        from advcal.text.audit import DEFAULT_BUDGETS, SCORE_ATTACKS
+        from advcal.text.attack_table import DEFAULT_BUDGETS, SCORE_ATTACKS
         from advcal.text.fixes import evaluate_text_fixes
         from advcal.text.loading import load_text_data, load_text_model
 
@@ -496,10 +496,10 @@ def train_command(
 
     from advcal._core.errors import InputError
     from advcal._core.validation import parse_numbers
-    from advcal.console import training_table
     from advcal.data import load_data
     from advcal.models import load_model, load_weights, new_model
     from advcal.models.state import unique_state_dict
+    from advcal.report.console import training_table
     from advcal.text.loading import is_text_audit, load_text_data, load_text_model
     from advcal.training import Recipe, train
 
@@ -581,7 +581,7 @@ def zeroshot(
     from advcal._core.validation import parse_numbers
     from advcal.clip import load_clip
     from advcal.clip.suite import run_zeroshot_suite
-    from advcal.console import zeroshot_table
+    from advcal.report.console import zeroshot_table
 
     if not model.startswith("clip:"):
         raise ConfigError(f"model: expected clip:ARCH (an open_clip architecture), got {model!r}")
@@ -696,7 +696,7 @@ def _audit_progress(bar, names, total: int):  # bar: rich.progress.Progress
 def _show_and_save(result, out: Path, fail_on: str) -> None:  # result: advcal.audit.AuditResult
     """The audit's tables and verdicts in the terminal, then its files (report.html, report.json, ...)
     in ``out``; then exit status 1 if a verdict reaches ``fail_on``."""
-    from advcal.console import audit_table, flags_table, verdict_lines
+    from advcal.report.console import audit_table, flags_table, verdict_lines
 
     console.print(audit_table(result))
     if any(entry.flags for entry in result.models):

@@ -37,7 +37,7 @@ from advcal.audit.result import HEADLINE, AuditResult, ModelAudit
 from advcal.calibration import CalibratedModel, attack_calibrated, evaluate_fixes
 from advcal.data import AdversarialSet, DataSource, load_data
 from advcal.defaults import AUDIT
-from advcal.distributed import (
+from advcal.engine.distributed import (
     World,
     agree,
     all_gather_arrays,

@@ -7,10 +7,10 @@
 """
 
 from advcal.calibration.adaptive import attack_calibrated
-from advcal.calibration.base import CalibratedModel, Calibrator, load_calibrator
+from advcal.calibration.base import CalibratedModel, Calibrator
 from advcal.calibration.binning import HistogramBinning, IsotonicCalibration
 from advcal.calibration.fixes import FixesReport, evaluate_fixes
-from advcal.calibration.registry import CALIBRATORS
+from advcal.calibration.registry import CALIBRATORS, load_calibrator
 from advcal.calibration.temperature import (
     AdversarialTemperatureScaling,
     TemperatureScaling,

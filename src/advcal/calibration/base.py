@@ -9,13 +9,12 @@ ordinary ``nn.Module`` so the calibrated model can be audited and attacked.
 
 from __future__ import annotations
 
-import json
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import ClassVar
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 import advcal
@@ -121,25 +120,3 @@ class CalibratedModel(nn.Module):
         if self.calibrator.differentiable:
             return calibrated
         return logits + (calibrated - logits).detach()
-
-
-def load_calibrator(folder: str | Path) -> Calibrator:
-    """A calibrator saved with :meth:`Calibrator.save` (JSON and safetensors only)."""
-    from advcal.calibration.registry import CALIBRATORS
-
-    folder = Path(folder)
-    try:
-        params = json.loads((folder / PARAMS_FILE).read_text("utf-8"))
-        tensors = load_file(str(folder / TENSORS_FILE))
-    except FileNotFoundError as error:
-        raise InputError(f"calibrator: {folder} holds no saved calibrator ({error.filename} is missing)"
-                         ) from None
-    except (OSError, ValueError) as error:
-        raise InputError(f"calibrator: cannot read the calibrator in {folder}: {error}") from None
-    kind = params.get("kind") if isinstance(params, dict) else None
-    if kind not in CALIBRATORS:
-        raise InputError(f"calibrator: {folder} holds an unknown calibrator kind {kind!r}")
-    calibrator = CALIBRATORS[kind](**params.get("settings", {}))
-    calibrator.n_classes = int(params["n_classes"])
-    calibrator._restore(tensors)
-    return calibrator

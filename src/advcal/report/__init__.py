@@ -1,8 +1,9 @@
 """Human-readable reports of an audit: one self-contained HTML page from a report.json dict.
 
-Design rule: this package reads the JSON layout and nothing else (it imports only
-:mod:`advcal.errors` and :mod:`advcal._core.atomic` from advcal), so any archived report.json can be
-rendered without the models, the data or torch.
+Design rule: this package renders results and computes nothing. The HTML page reads the JSON
+layout and nothing else (it imports only ``advcal._core`` and ``advcal.results``), so any
+archived report.json can be rendered without the models, the data or torch;
+:mod:`advcal.report.console` draws the terminal tables.
 """
 
 from __future__ import annotations

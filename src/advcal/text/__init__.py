@@ -16,6 +16,7 @@ transformers and nltk are imported only when a model or WordNet is loaded.
 >>> result.robust_accuracy                                                  # doctest: +SKIP
 """
 
+from advcal.text.attack_table import TEXT_ATTACKS
 from advcal.text.attacks import (
     CharacterAttack,
     TextAttack,
@@ -25,7 +26,7 @@ from advcal.text.attacks import (
     character_edits,
     match_case,
 )
-from advcal.text.audit import TEXT_ATTACKS, audit_text, text_fingerprint
+from advcal.text.audit import audit_text, text_fingerprint
 from advcal.text.data import (
     TextDataset,
     load_tweets,

@@ -26,20 +26,13 @@ from advcal._core.validation import check_choice, check_int
 from advcal.audit.flags import fix_flag, get_profile, illusion_flags
 from advcal.audit.pipeline import BatchPasses, ProgressFn, audit_passes
 from advcal.audit.result import AuditResult
-from advcal.distributed import World, all_gather_arrays, deal_out, rank_positions, world
+from advcal.engine.distributed import World, all_gather_arrays, deal_out, rank_positions, world
 from advcal.models import check_logits, frozen
-from advcal.text.attacks import CharacterAttack, WordSubstitutionAttack
+from advcal.text.attack_table import BUDGET, DEFAULT_BUDGETS, SCORE_ATTACKS, TEXT_ATTACKS, attack_record
 from advcal.text.data import TextDataset
 from advcal.text.embedding_pgd import EmbeddingPGD
 from advcal.text.models import TextClassifier
 from advcal.text.words import word_diff
-
-TEXT_ATTACKS = {"word": WordSubstitutionAttack, "char": CharacterAttack, "embedding-pgd": EmbeddingPGD}
-# What the budget of each attack is, and the sweep used when the user gives none.
-BUDGET = {"word": "max_change_fraction", "char": "max_change_fraction", "embedding-pgd": "eps"}
-# The attacks that read the model's scores: the ones an extreme temperature can blind.
-SCORE_ATTACKS = ("word", "char")
-DEFAULT_BUDGETS = {"word": (0.1, 0.2, 0.3), "char": (0.1, 0.2, 0.3), "embedding-pgd": (0.25, 0.5, 1.0)}
 
 
 def audit_text(
@@ -138,7 +131,7 @@ def audit_text(
                                       batch_size, n_bins, illusion, fixes)
 
         # Each model's checks attack the whole data: under several processes they are dealt
-        # out to the ranks in turn, then every rank gets every model's (advcal.distributed).
+        # out to the ranks in turn, then every rank gets every model's (advcal.engine.distributed).
         for entry, checked in zip(results, deal_out(list(models.values()), checks, ranks), strict=True):
             entry.illusion, entry.fixes = checked["illusion"], checked["fixes"]
             entry.flags.extend(checked["flags"])
@@ -187,13 +180,6 @@ def _text_model_checks(
         found["fixes"] = table.to_dict()
         found["flags"] += [fix_flag(flag).as_dict() for flag in table.flags]
     return found
-
-
-def attack_record(attack: str, params: Mapping[str, object]) -> dict[str, object]:
-    """A sweep's attack as reports record it: the attack's settings without the one budget
-    (the sweep holds the budgets), the attack's name, the method it runs and what its budget is."""
-    return {**{k: v for k, v in params.items() if k not in (BUDGET[attack], "attack")}, "attack": attack,
-            "method": params.get("attack", attack), "budget": BUDGET[attack]}
 
 
 def _check_calibration_inputs(attack: str, calibration: TextDataset | None) -> None:

@@ -21,7 +21,7 @@ import advcal
 from advcal._core.validation import check_choice, check_int
 from advcal.calibration.base import Calibrator
 from advcal.calibration.fixes import DEFAULT_CALIBRATORS, FIT_ON, FixesReport, check_fix_choices, fixes_table
-from advcal.text.audit import BUDGET, SCORE_ATTACKS, TEXT_ATTACKS, attack_record
+from advcal.text.attack_table import BUDGET, SCORE_ATTACKS, TEXT_ATTACKS, attack_record
 from advcal.text.data import TextDataset
 from advcal.text.models import classifier_logits
 

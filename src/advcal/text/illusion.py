@@ -39,7 +39,7 @@ from advcal.illusion.detector import (
     lowest_check,
 )
 from advcal.illusion.search import log_grid, optimise_temperature
-from advcal.text.audit import BUDGET, SCORE_ATTACKS, TEXT_ATTACKS
+from advcal.text.attack_table import BUDGET, SCORE_ATTACKS, TEXT_ATTACKS
 from advcal.text.data import TextDataset
 from advcal.text.models import classifier_logits
 

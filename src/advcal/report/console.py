@@ -1,18 +1,24 @@
-"""Terminal rendering of advcal results (Rich tables)."""
+"""Terminal rendering of advcal results (Rich tables): reads results, computes nothing.
+
+The result types are named for type checkers only, so that the report layer imports no
+analysis at run time (the analyses sit above it and hand it their results).
+"""
 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 from rich.markup import escape
 from rich.table import Table
 
-from advcal.audit.result import AuditResult
-from advcal.calibration import FixesReport
-from advcal.clip.suite import SuiteResult
-from advcal.data.adversarial import AdversarialSet
-from advcal.illusion import IllusionReport
-from advcal.metrics.report import CalibrationReport
+if TYPE_CHECKING:
+    from advcal.audit.result import AuditResult
+    from advcal.calibration import FixesReport
+    from advcal.clip.suite import SuiteResult
+    from advcal.data.adversarial import AdversarialSet
+    from advcal.illusion import IllusionReport
+    from advcal.metrics.report import CalibrationReport
 
 
 def _fmt(value: float) -> str:
