@@ -1,4 +1,4 @@
-"""advcal.distributed: two real gloo processes give exactly what one process gives.
+"""advcal.engine.distributed: two real gloo processes give exactly what one process gives.
 
 The collective scenarios run in one pair of spawned workers (starting processes costs seconds);
 each worker saves what it saw as .npz files and the tests below compare them in this process.
@@ -24,7 +24,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from advcal.data.source import DataSource
-from advcal.distributed import (
+from advcal.engine.distributed import (
     DistributedError,
     World,
     agree,

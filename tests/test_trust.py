@@ -13,10 +13,10 @@ from safetensors.torch import save_file
 
 import advcal
 from advcal.audit import report_schema
-from advcal.console import grouped_flags
 from advcal.data import load_data
 from advcal.models import load_model
 from advcal.models.provenance import unique_names
+from advcal.report.console import grouped_flags
 from advcal.report.html import render_html
 from advcal.results.verdict import comparison, model_verdict, reaches
 from conftest import advcal_cli, one_line_error

@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
-import torch
 import typer
 from rich.console import Console
 
@@ -531,6 +530,8 @@ def train_command(
             (net,) = _load_models([model], [weights] if weights else None, None,
                                   _class_names(classes, train_data)).values()
         else:
+            import torch
+
             with torch.random.fork_rng():  # the initial weights come from the seed alone
                 torch.manual_seed(seed)
                 net = new_model(model)

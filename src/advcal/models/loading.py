@@ -74,14 +74,15 @@ def load_model(
     """
     temperature = 1.0
     source = FILE if weights is not None else FACTORY
+    # Building draws initial weights from torch's global generator: the caller's random state
+    # is theirs, so it is restored (the weights drawn are the same as without the fork).
+    with torch.random.fork_rng(devices=[]):
+        model = BUILTIN_MODELS[spec].factory() if spec in BUILTIN_MODELS else _from_factory(spec)
     if spec in BUILTIN_MODELS:
         builtin = BUILTIN_MODELS[spec]
-        model = builtin.factory()
         if weights is None:
             weights, source = WEIGHTS_DIR / builtin.weights, SHIPPED
         temperature = builtin.temperature
-    else:
-        model = _from_factory(spec)
     if weights is not None:
         load_weights(model, weights)
     if temperature != 1.0:

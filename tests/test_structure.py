@@ -1,0 +1,51 @@
+"""The house rules issue 23 set: the CLI starts without heavy imports, the layering holds,
+and the library leaves the caller's global random state alone."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import advcal_cli
+
+ROOT = Path(__file__).resolve().parents[1]
+HEAVY = ("torch", "scipy", "matplotlib", "sklearn", "transformers", "open_clip")
+
+
+def test_importing_the_cli_imports_nothing_heavy():
+    done = subprocess.run([sys.executable, "-X", "importtime", "-c", "import advcal.cli"],
+                          capture_output=True, text=True, check=True)
+    imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if "|" in line}
+    assert not imported & set(HEAVY), sorted(imported & set(HEAVY))
+
+
+def test_version_and_help_answer_without_heavy_imports():
+    script = ("import sys\nfrom advcal.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n"
+              f"    pass\nprint(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r}))")
+    for args in (["--version"], ["--help"]):
+        done = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True,
+                              check=True)
+        assert done.stdout.strip().splitlines()[-1] == "[]", (args, done.stdout)
+    assert advcal_cli("--version").stdout.startswith("advcal ")
+
+
+@pytest.mark.skipif(shutil.which("lint-imports") is None, reason="import-linter is a test extra")
+def test_the_layers_and_no_cycle_contracts_hold():
+    done = subprocess.run(["lint-imports"], capture_output=True, text=True, cwd=ROOT, check=False)
+    assert done.returncode == 0 and "0 broken" in done.stdout, done.stdout[-2000:]
+
+
+def test_building_a_model_leaves_the_callers_random_state_alone():
+    from advcal.models import load_model
+    from advcal.text import tiny_text_classifier
+
+    torch.manual_seed(1234)
+    before = torch.get_rng_state()
+    load_model("digits-cnn")
+    tiny_text_classifier(["a b c", "d e f"], 2, seed=5)
+    assert torch.equal(torch.get_rng_state(), before)
