@@ -3,6 +3,8 @@
 >>> from advcal.attacks import PGD
 >>> result = PGD(eps=8/255, steps=20, seed=42)(model, x, y, index=idx)   # doctest: +SKIP
 >>> sweep = PGD(eps=[2/255, 4/255, 8/255], steps=20)(model, x, y)         # doctest: +SKIP
+
+Layer (docs/architecture.md; lint-imports holds it): imports only from _core, data and models.
 """
 
 from advcal.attacks.apgd import APGD

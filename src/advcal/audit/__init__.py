@@ -3,6 +3,9 @@
 ``advcal.audit(models, data, epsilons)`` calls :func:`advcal.audit.pipeline.audit`: this
 package is itself callable, so the short form in DESIGN.md works while ``advcal.audit.flags``
 and friends stay importable.
+
+Layer (docs/architecture.md; lint-imports holds it): imports only from report, illusion and the
+layers below them.
 """
 
 import sys

@@ -4,6 +4,9 @@
 >>> calibrator = TemperatureScaling().fit(calibration_logits, calibration_labels)   # doctest: +SKIP
 >>> probabilities = calibrator.predict_proba(test_logits)                            # doctest: +SKIP
 >>> calibrated_model = calibrator.wrap(model)          # an nn.Module: audit it, attack it  # doctest: +SKIP
+
+Layer (docs/architecture.md; lint-imports holds it): imports only from engine, results, attacks,
+metrics, data, models and _core.
 """
 
 from advcal.calibration.adaptive import attack_calibrated

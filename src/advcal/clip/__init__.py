@@ -3,6 +3,9 @@
 ``open_clip`` is imported only when a model is built, so ``import advcal.clip`` works without it.
 The fine-tuning recipes (``ucat``, ``tecoa``, ``fare``) are in :mod:`advcal.training`; the
 zero-shot robustness suite is :mod:`advcal.clip.suite`.
+
+Layer (docs/architecture.md; lint-imports holds it): imports only from engine, results, attacks,
+metrics, data, models and _core.
 """
 
 from advcal.clip.dirichlet import (

@@ -54,6 +54,8 @@ superset, and each kept sample keeps its ``index``, hence its per-sample randomn
 :meth:`DataSource.fingerprint` hashes the name (which holds the path for path specs), the split,
 the image shape and the bytes of ``x`` and ``y``: the same data under another path or ``limit``
 has another fingerprint.
+
+Layer (docs/architecture.md; lint-imports holds it): imports only from _core.
 """
 
 from advcal.data.adversarial import AdversarialSet

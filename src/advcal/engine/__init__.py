@@ -2,6 +2,9 @@
 
 :mod:`advcal.engine.distributed` shards data over ``torch.distributed`` ranks and reduces the
 results exactly (statistics merged in rank order, arrays moved by tensor collectives, nothing
-pickled). It may import ``_core``, ``data``, ``models``, ``attacks``, ``metrics`` and
-``calibration``; never an analysis, the report or the CLI.
+pickled). It may import ``results``, ``attacks``, ``metrics``, ``data``, ``models`` and
+``_core``; never a calibrator, an analysis, the report or the CLI (lint-imports holds it).
+
+Layer (docs/architecture.md; lint-imports holds it): imports only from results, attacks,
+metrics, data, models and _core.
 """

@@ -3,6 +3,8 @@
 >>> from advcal.metrics import calibration_report
 >>> report = calibration_report(logits, labels, n_bins=15)   # doctest: +SKIP
 >>> report["ece"], report["ace"], report["sce"], report["brier"], report["nll"]  # doctest: +SKIP
+
+Layer (docs/architecture.md; lint-imports holds it): imports only from _core, data and models.
 """
 
 from advcal.metrics.functional import (

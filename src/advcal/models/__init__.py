@@ -1,5 +1,8 @@
 """Models: loading from a spec, guards (eval mode, frozen parameters, logits check), wrappers
-(normalisation, temperature) and the built-in reference models."""
+(normalisation, temperature) and the built-in reference models.
+
+Layer (docs/architecture.md; lint-imports holds it): imports only from _core.
+"""
 
 from advcal.models.fingerprint import model_fingerprint
 from advcal.models.guard import check_logits, frozen

@@ -4,6 +4,9 @@ Design rule: this package renders results and computes nothing. The HTML page re
 layout and nothing else (it imports only ``advcal._core`` and ``advcal.results``), so any
 archived report.json can be rendered without the models, the data or torch;
 :mod:`advcal.report.console` draws the terminal tables.
+
+Layer (docs/architecture.md; lint-imports holds it): imports only from the layers below it; in
+practice only _core and results (never an analysis at run time).
 """
 
 from __future__ import annotations

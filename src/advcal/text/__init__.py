@@ -14,6 +14,9 @@ transformers and nltk are imported only when a model or WordNet is loaded.
 >>> result = CharacterAttack(query_budget=200, max_change_fraction=0.2, seed=0)(
 ...     classifier, texts, labels)                                          # doctest: +SKIP
 >>> result.robust_accuracy                                                  # doctest: +SKIP
+
+Layer (docs/architecture.md; lint-imports holds it): imports only from audit, adversarial and
+the layers below them.
 """
 
 from advcal.text.attack_table import TEXT_ATTACKS
