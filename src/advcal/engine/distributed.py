@@ -111,6 +111,11 @@ def joined(device: torch.device | str = "cpu") -> Iterator[World]:
     ranks = init_from_environment(device)
     try:
         yield ranks
+        if created and dist.is_initialized():
+            # Leave together: a rank that tears gloo down while another is still in its last
+            # collective can abort ("terminate called without an active exception"). On an
+            # error there is no barrier: agree() made every rank raise, and torchrun stops the rest.
+            dist.barrier()
     finally:
         if created and dist.is_initialized():
             dist.destroy_process_group()
