@@ -530,10 +530,9 @@ def train_command(
             (net,) = _load_models([model], [weights] if weights else None, None,
                                   _class_names(classes, train_data)).values()
         else:
-            import torch
+            from advcal._core.rng import torch_seeded
 
-            with torch.random.fork_rng():  # the initial weights come from the seed alone
-                torch.manual_seed(seed)
+            with torch_seeded(seed):  # the initial weights come from the seed alone
                 net = new_model(model)
             if weights is not None:  # or from a checkpoint, to fine-tune
                 load_weights(net, weights)

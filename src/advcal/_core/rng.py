@@ -8,6 +8,9 @@ random state. The mixer is SplitMix64's finaliser, a bijective avalanche on 64-b
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import numpy as np
 import torch
 
@@ -46,3 +49,13 @@ def keyed_uniform(
     # The top 24 bits make a float32 in [0, 1) exactly, never rounding up to 1.0.
     uniform = (bits >> np.uint64(40)).astype(np.float32) * np.float32(2.0**-24)
     return torch.from_numpy(uniform.reshape(len(keys), *shape))
+
+
+@contextmanager
+def torch_seeded(seed: int) -> Iterator[None]:
+    """Run the block as if torch's global generator were seeded with ``seed``, then give the
+    caller back their own random state (CPU and every CUDA device). For code that can only draw
+    from the global generator: module initialisation, a third-party model's constructor."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        yield

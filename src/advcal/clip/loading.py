@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from advcal._core.errors import ConfigError, InputError, MissingDependencyError
+from advcal._core.rng import torch_seeded
 from advcal._core.torchvision_compat import ensure_torchvision_importable
 from advcal.clip.zeroshot import DEFAULT_TEMPLATES, ZeroShotClassifier
 from advcal.models.state import load_state
@@ -65,8 +66,7 @@ def _quiet() -> Iterator[None]:
 def tiny_clip(seed: int = 0) -> tuple[nn.Module, Callable[[list[str]], torch.Tensor]]:
     """The ``advcal-tiny`` CLIP with weights drawn from ``seed`` (global RNG untouched), and its tokenizer."""
     open_clip = open_clip_module()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with torch_seeded(seed):
         with _quiet():
             model = open_clip.create_model(TINY, pretrained=None, pretrained_text=False)
     return model.eval(), _tokenizer(open_clip, TINY)

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from advcal._core.errors import ConfigError, InputError, MissingDependencyError, describe
+from advcal._core.rng import torch_seeded
 from advcal._core.torchvision_compat import ensure_torchvision_importable
 from advcal._core.validation import check_int, check_positive
 from advcal.models import check_logits, frozen
@@ -395,8 +396,7 @@ def minilm_classifier(
     transformers = _transformers()
     try:
         tokenizer = transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(check_int(seed, "seed", 0))
+        with torch_seeded(check_int(seed, "seed", 0)):
             encoder = transformers.AutoModel.from_pretrained(folder, local_files_only=True)
             body = MeanPoolingBody(_as_float32(encoder), num_classes, normalize=normalize)
     except (OSError, ValueError, KeyError) as error:
@@ -498,7 +498,6 @@ def tiny_text_classifier(
         label2id={label: i for i, label in enumerate(labels)},
         pad_token_id=tokenizer.pad_token_id,
     )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with torch_seeded(seed):
         model = transformers.BertForSequenceClassification(config)
     return classifier_from_hf_model(model, tokenizer, max_length=max_length)

@@ -32,6 +32,7 @@ from torch import nn
 import advcal
 from advcal._core.atomic import write_bytes_atomic, write_json_atomic
 from advcal._core.errors import ConfigError
+from advcal._core.rng import torch_seeded
 from advcal._core.validation import check_choice, check_int, check_positive
 from advcal.data import DataSource
 from advcal.metrics import calibration_report
@@ -250,8 +251,7 @@ def _epoch(
     total_loss = total_correct = total_norm = 0.0
     steps = 0
     bn_frozen = recipe.frozen_bn(epoch, epochs)
-    with torch.random.fork_rng():
-        torch.manual_seed(recipe.seed * 7919 + epoch)
+    with torch_seeded(recipe.seed * 7919 + epoch):
         model.train()
         set_bn_frozen(model, bn_frozen)
         for step, batch in enumerate(order.split(batch_size)):
