@@ -41,7 +41,7 @@ from torch import nn
 import advcal
 from _sections import cpu_name, write_section
 from advcal._core.allocator import keep_freed_memory
-from advcal.audit.pipeline import default_epsilons
+from advcal.analyses.audit.pipeline import default_epsilons
 from advcal.data import DataSource, load_data
 from advcal.models import load_model
 
@@ -68,7 +68,7 @@ DEFAULT = Workload(("digits-cnn", "digits-cnn-at"), "digits")
 
 
 def run_audit(models: dict[str, nn.Module], data: DataSource, out: Path, bootstrap: int = BOOTSTRAP
-              ) -> tuple[advcal.audit.AuditResult, float, float]:
+              ) -> tuple[advcal.AuditResult, float, float]:
     """The audit: (result, seconds computing, seconds writing the outputs)."""
     start = time.perf_counter()
     result = advcal.audit(models, data, default_epsilons(data), "pgd", {"steps": STEPS},
@@ -102,7 +102,7 @@ class Timings:
     """Seconds of each measured step, one entry per round, and each step's last result."""
 
     rounds: dict[str, list[float]]
-    results: dict[str, advcal.audit.AuditResult]
+    results: dict[str, advcal.AuditResult]
 
     def best(self, step: str) -> float:
         return min(self.rounds[step])
@@ -197,7 +197,7 @@ def table(timings: Timings, rows: list[tuple[str, str]]) -> list[str]:
     return lines
 
 
-def passes_of(result: advcal.audit.AuditResult) -> str:
+def passes_of(result: advcal.AuditResult) -> str:
     forward = sum(m.cost["forward_passes"] for m in result.models)
     backward = sum(m.cost["backward_passes"] for m in result.models)
     return f"{forward} forward and {backward} backward passes in all"

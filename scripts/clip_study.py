@@ -30,8 +30,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from advcal._core.validation import parse_numbers
+from advcal.analyses.zeroshot import run_zeroshot_suite
 from advcal.clip import ZeroShotClassifier, tiny_clip
-from advcal.clip.suite import run_zeroshot_suite
 from advcal.data import load_data
 from advcal.models.state import load_state, unique_state_dict
 from advcal.training import Recipe, train

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 import advcal
-from advcal.calibration import evaluate_fixes
+from advcal.analyses.fixes import evaluate_fixes
 from advcal.data import load_data
 from advcal.models import load_model
 

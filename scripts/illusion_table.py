@@ -3,7 +3,7 @@
     python scripts/illusion_table.py [--out docs/illusion.md]
 
 ``digits-cnn`` is served at inference temperatures 1e-3 … 1e4 (its predictions never change)
-and checked with :func:`advcal.illusion.check_illusion` (``full=True``) at ε = 0.1: the
+and checked with :func:`advcal.analyses.illusion.check_illusion` (``full=True``) at ε = 0.1: the
 served model's PGD-20 accuracy, then after ``cal`` (PGD through the NLL-fitted temperature)
 and after ``opt`` (PGD through the temperature found by adversarial temperature
 optimisation), with the verdict and what it cost. ``digits-cnn-at`` closes the table as the
@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 
 import advcal
+from advcal.analyses.illusion import check_illusion
 from advcal.data import load_data
-from advcal.illusion import check_illusion
 from advcal.models import TemperatureScaled, load_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))

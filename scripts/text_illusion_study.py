@@ -31,11 +31,11 @@ import torch
 
 import advcal
 from advcal._core.atomic import write_json_atomic
+from advcal.analyses.illusion.search import optimise_temperature
+from advcal.analyses.text_audit import BUDGET, TEXT_ATTACKS
 from advcal.calibration import fit_temperature
-from advcal.illusion.search import optimise_temperature
 from advcal.models.state import load_state, unique_state_dict
 from advcal.text import load_text_data
-from advcal.text.audit import BUDGET, TEXT_ATTACKS
 from advcal.text.models import TextClassifier, minilm_classifier
 from advcal.text.reference import CLASSES, tweets_minilm
 from advcal.training import Recipe, train

@@ -26,10 +26,10 @@ from pathlib import Path
 import torch
 
 import advcal
+from advcal.analyses.illusion import check_illusion
 from advcal.attacks import APGD, PGD, Square
 from advcal.calibration import TemperatureScaling
 from advcal.data import load_data
-from advcal.illusion import check_illusion
 from advcal.metrics import calibration_report
 from advcal.models import DigitsCNN, FashionCNN
 from advcal.training import Recipe, train

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from advcal.adversarial import make_adversarial_set
+from advcal.analyses.adversarial_sets import make_adversarial_set
+from advcal.analyses.audit import audit
 from advcal.attacks import PGD
-from advcal.audit import audit
 from advcal.cli import main
 from advcal.data import AdversarialSet, load_data
 from advcal.data.adversarial import ZSTD_MAGIC, decode_shard

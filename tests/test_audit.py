@@ -11,8 +11,8 @@ import pytest
 import torch
 
 import advcal
-from advcal.audit import PROFILES, audit, report_schema
-from advcal.audit.flags import abstention_flags, comparison_flags, report_flags
+from advcal.analyses.audit import PROFILES, audit, report_schema
+from advcal.analyses.audit.flags import abstention_flags, comparison_flags, report_flags
 from advcal.cli import main
 from advcal.data import load_data
 from advcal.errors import InputError

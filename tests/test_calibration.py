@@ -165,7 +165,7 @@ def test_an_argmax_preserving_calibrator_adds_no_robustness_and_bpda_unmasks_iso
 
 
 def test_fixes_table_scores_each_fit_under_both_threat_models(tmp_path, capsys):
-    from advcal.calibration import evaluate_fixes
+    from advcal.analyses.fixes import evaluate_fixes
     from advcal.cli import main
 
     calibration = load_data("digits", split="calibration", limit=120)
@@ -227,7 +227,7 @@ def test_an_ensemble_averages_probabilities_and_is_attacked_as_one(tmp_path, cap
 def test_the_audit_reports_the_fixes_table(tmp_path):
     import jsonschema
 
-    from advcal.audit import audit, report_schema
+    from advcal.analyses.audit import audit, report_schema
 
     result = audit({"net": load_model("digits-cnn")}, load_data("digits", limit=90), [0.1, 0.2],
                    attack_params={"steps": 3}, bootstrap=0, fixes=True)
@@ -246,7 +246,7 @@ def test_a_fix_that_moves_the_decision_is_flagged():
     those adversarial logits learns to partly undo it, so its accuracy under the attack jumps. That
     is another classifier, not a recalibration, and the table says so; temperature scaling keeps
     the decision and is not flagged."""
-    from advcal.calibration.fixes import fixes_table
+    from advcal.analyses.fixes import fixes_table
 
     generator = torch.Generator().manual_seed(0)
     labels = torch.randint(0, 3, (600,), generator=generator)

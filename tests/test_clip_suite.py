@@ -13,9 +13,9 @@ pytest.importorskip("open_clip")
 
 from safetensors.torch import save_file
 
+from advcal.analyses.zeroshot import harmonic_mean, run_zeroshot_suite
 from advcal.cli import main
 from advcal.clip import ZeroShotClassifier, tiny_clip
-from advcal.clip.suite import harmonic_mean, run_zeroshot_suite
 from advcal.errors import ConfigError, InputError
 
 NAMES = ["zero", "one", "two"]

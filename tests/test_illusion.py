@@ -8,12 +8,12 @@ import math
 import pytest
 import torch
 
+from advcal.analyses.illusion import check_illusion, log_grid, optimise_temperature
 from advcal.attacks import PGD
 from advcal.calibration import fit_temperature
 from advcal.cli import main
 from advcal.data import load_data
 from advcal.errors import ConfigError, InputError
-from advcal.illusion import check_illusion, log_grid, optimise_temperature
 from advcal.models import load_model
 from conftest import require_system_package
 
@@ -128,7 +128,7 @@ def test_cli_writes_the_verdict_json_and_refuses_bad_budgets(tmp_path, capsys):
 def test_the_audit_reports_the_illusion_check(tmp_path):
     import jsonschema
 
-    from advcal.audit import audit, report_schema
+    from advcal.analyses.audit import audit, report_schema
 
     models = {"cold": load_model("digits-cnn-cold"), "at": load_model("digits-cnn-at")}
     result = audit(models, load_data("digits", limit=120), [0.05, 0.1, 0.2], attack_params={"steps": 10},

@@ -49,3 +49,16 @@ def test_building_a_model_leaves_the_callers_random_state_alone():
     load_model("digits-cnn")
     tiny_text_classifier(["a b c", "d e f"], 2, seed=5)
     assert torch.equal(torch.get_rng_state(), before)
+
+
+def test_every_api_name_is_reachable_from_the_package_and_loads_lazily():
+    import advcal
+    import advcal.api
+
+    assert sorted(advcal._API) == sorted(advcal.api.__all__)
+    assert advcal.audit is advcal.api.audit and callable(advcal.audit)
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        advcal.nothing  # noqa: B018
+    done = subprocess.run([sys.executable, "-c", "import advcal, sys; print('torch' in sys.modules)"],
+                          capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"

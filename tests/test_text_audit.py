@@ -13,15 +13,15 @@ import torch
 
 pytest.importorskip("transformers")
 
-from advcal.audit import report_schema
+from advcal.analyses.audit import report_schema
+from advcal.analyses.text_audit import audit_text
+from advcal.analyses.text_fixes import evaluate_text_fixes
+from advcal.analyses.text_illusion import check_text_illusion
 from advcal.calibration import load_calibrator
 from advcal.cli import main
 from advcal.errors import ConfigError, InputError
 from advcal.report import render_html
-from advcal.text.audit import audit_text
 from advcal.text.data import TextDataset
-from advcal.text.fixes import evaluate_text_fixes
-from advcal.text.illusion import check_text_illusion
 from advcal.text.loading import is_text_audit, load_text_data
 from advcal.text.models import TextClassifier, tiny_text_classifier
 

@@ -12,7 +12,7 @@ import pytest
 from safetensors.torch import save_file
 
 import advcal
-from advcal.audit import report_schema
+from advcal.analyses.audit import report_schema
 from advcal.data import load_data
 from advcal.models import load_model
 from advcal.models.provenance import unique_names

@@ -2,18 +2,26 @@
 
 advcal measures calibration (ECE, ACE, SCE, Brier, NLL, reliability diagrams, per class) on
 clean and adversarial inputs. Start with ``advcal.audit(models, data, epsilons)``,
-:func:`advcal.metrics.calibration_report`, or the ``advcal`` command.
+:func:`advcal.metrics.calibration_report`, or the ``advcal`` command. Every name of
+:mod:`advcal.api` is reachable as ``advcal.<name>``.
 """
 
 import importlib
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "audit"]
+# The names advcal.api defines, listed here so that `import advcal` loads nothing heavy;
+# tests/test_structure.py checks this list against advcal.api.__all__.
+_API = (
+    "AuditResult", "FixesReport", "IllusionReport", "SuiteResult", "audit", "audit_text",
+    "check_illusion", "check_text_illusion", "evaluate_fixes", "evaluate_text_fixes",
+    "make_adversarial_set", "report_schema", "run_zeroshot_suite",
+)
+__all__ = ["__version__", *_API]
 
 
 def __getattr__(name: str) -> object:
-    # Heavy subpackages load on first use, so `advcal --version` stays instant.
-    if name == "audit":
-        return importlib.import_module("advcal.audit")
+    # The API loads on first use, so `advcal --version` stays instant.
+    if name in _API:
+        return getattr(importlib.import_module("advcal.api"), name)
     raise AttributeError(f"module 'advcal' has no attribute {name!r}")

@@ -165,7 +165,7 @@ def audit(
             from advcal._core.errors import ConfigError
 
             raise ConfigError(f"{', '.join(given)}: not available for text audits yet")
-        from advcal.text.audit import audit_text
+        from advcal.analyses.text_audit import audit_text
 
         text_attack = "word" if attack == "pgd" else attack  # pgd, the image default, means "the default"
         split = split or default_text_split(data or "")
@@ -189,7 +189,7 @@ def audit(
                 _show_and_save(result, out, fail_on)
         return
     from advcal._core.errors import ConfigError
-    from advcal.audit import audit as run_audit
+    from advcal.analyses.audit import audit as run_audit
     from advcal.data import AdversarialSet, default_split, load_data
 
     if adv_set is not None:
@@ -242,8 +242,8 @@ def attack_command(
 ) -> None:
     """Attack once with a fixed recipe and store the adversarial set (resumable; audit it with --adv-set)."""
     from advcal._core.validation import parse_numbers
-    from advcal.adversarial import make_adversarial_set
-    from advcal.audit.pipeline import default_epsilons
+    from advcal.analyses.adversarial_sets import make_adversarial_set
+    from advcal.analyses.audit.pipeline import default_epsilons
     from advcal.data import default_split, load_data
     from advcal.engine.distributed import joined
     from advcal.report.console import adversarial_set_table
@@ -305,9 +305,9 @@ def illusion(
     from advcal._core.atomic import write_json_atomic
     from advcal._core.errors import InputError
     from advcal._core.validation import parse_numbers
-    from advcal.audit.pipeline import default_epsilons
+    from advcal.analyses.audit.pipeline import default_epsilons
+    from advcal.analyses.illusion import check_illusion, illusion_fails
     from advcal.data import load_data
-    from advcal.illusion import check_illusion, illusion_fails
     from advcal.report.console import illusion_table
     from advcal.text.loading import is_text_audit
 
@@ -316,7 +316,7 @@ def illusion(
     if values is not None and len(values) != 1:
         raise InputError(f"eps: expected one budget, got {len(values)} ({eps})")
     if is_text_audit([model], data):
-        from advcal.text.illusion import check_text_illusion
+        from advcal.analyses.text_illusion import check_text_illusion
         from advcal.text.loading import load_text_data, load_text_model
 
         net = load_text_model(model)
@@ -384,8 +384,8 @@ def calibrate(
     """
     from advcal._core.atomic import write_json_atomic
     from advcal._core.validation import parse_numbers
-    from advcal.audit.pipeline import default_epsilons
-    from advcal.calibration import evaluate_fixes
+    from advcal.analyses.audit.pipeline import default_epsilons
+    from advcal.analyses.fixes import evaluate_fixes
     from advcal.data import load_data
     from advcal.report.console import fixes_table
     from advcal.text.loading import is_text_audit
@@ -394,8 +394,8 @@ def calibrate(
     if is_text_audit([model], data):
         from advcal._core.errors import ConfigError
         from advcal._core.validation import check_choice
+        from advcal.analyses.text_fixes import evaluate_text_fixes
         from advcal.text.attack_table import DEFAULT_BUDGETS, SCORE_ATTACKS
-        from advcal.text.fixes import evaluate_text_fixes
         from advcal.text.loading import load_text_data, load_text_model
 
         if normalize:
@@ -579,8 +579,8 @@ def zeroshot(
     """The zero-shot robustness suite: clean and robust accuracy, ECE and H over many datasets."""
     from advcal._core.errors import ConfigError, InputError
     from advcal._core.validation import parse_numbers
+    from advcal.analyses.zeroshot import run_zeroshot_suite
     from advcal.clip import load_clip
-    from advcal.clip.suite import run_zeroshot_suite
     from advcal.report.console import zeroshot_table
 
     if not model.startswith("clip:"):

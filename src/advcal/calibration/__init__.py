@@ -5,14 +5,13 @@
 >>> probabilities = calibrator.predict_proba(test_logits)                            # doctest: +SKIP
 >>> calibrated_model = calibrator.wrap(model)          # an nn.Module: audit it, attack it  # doctest: +SKIP
 
-Layer (docs/architecture.md; lint-imports holds it): imports only from engine, results, attacks,
+Layer (docs/architecture.md; lint-imports holds it): imports only from results, attacks,
 metrics, data, models and _core.
 """
 
 from advcal.calibration.adaptive import attack_calibrated
 from advcal.calibration.base import CalibratedModel, Calibrator
 from advcal.calibration.binning import HistogramBinning, IsotonicCalibration
-from advcal.calibration.fixes import FixesReport, evaluate_fixes
 from advcal.calibration.registry import CALIBRATORS, load_calibrator
 from advcal.calibration.temperature import (
     AdversarialTemperatureScaling,
@@ -27,13 +26,11 @@ __all__ = [
     "AdversarialTemperatureScaling",
     "CalibratedModel",
     "Calibrator",
-    "FixesReport",
     "HistogramBinning",
     "IsotonicCalibration",
     "TemperatureScaling",
     "VectorScaling",
     "attack_calibrated",
-    "evaluate_fixes",
     "fit_temperature",
     "load_calibrator",
     "nll_at_temperature",

@@ -2,9 +2,9 @@
 
 ``open_clip`` is imported only when a model is built, so ``import advcal.clip`` works without it.
 The fine-tuning recipes (``ucat``, ``tecoa``, ``fare``) are in :mod:`advcal.training`; the
-zero-shot robustness suite is :mod:`advcal.clip.suite`.
+zero-shot robustness suite is :mod:`advcal.analyses.zeroshot`.
 
-Layer (docs/architecture.md; lint-imports holds it): imports only from engine, results, attacks,
+Layer (docs/architecture.md; lint-imports holds it): imports only from results, attacks,
 metrics, data, models and _core.
 """
 

@@ -7,7 +7,7 @@ A set is a directory::
 
 The recipe names everything that determines the files: the attack and all its settings (seed
 and ε list included), the fingerprints of the model and of the data, the shard size and the
-compression. Shards are made by :func:`advcal.adversarial.make_adversarial_set`; this module
+compression. Shards are made by :func:`advcal.analyses.adversarial_sets.make_adversarial_set`; this module
 reads them. Every shard is checked against its sha256 when read; a zstandard-compressed shard
 is recognised by its magic bytes, whatever its name. Nothing is ever unpickled.
 """
@@ -83,7 +83,7 @@ class AdversarialSet:
 
     Args:
         path: the directory written by ``advcal attack`` (or
-            :func:`advcal.adversarial.make_adversarial_set`).
+            :func:`advcal.analyses.adversarial_sets.make_adversarial_set`).
 
     Example:
         >>> adv = AdversarialSet("adv-pgd")                       # doctest: +SKIP

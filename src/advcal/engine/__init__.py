@@ -5,6 +5,6 @@ results exactly (statistics merged in rank order, arrays moved by tensor collect
 pickled). It may import ``results``, ``attacks``, ``metrics``, ``data``, ``models`` and
 ``_core``; never a calibrator, an analysis, the report or the CLI (lint-imports holds it).
 
-Layer (docs/architecture.md; lint-imports holds it): imports only from results, attacks,
-metrics, data, models and _core.
+Layer (docs/architecture.md; lint-imports holds it): imports only from calibration, clip,
+text and the layers below them.
 """

@@ -13,11 +13,11 @@ from rich.markup import escape
 from rich.table import Table
 
 if TYPE_CHECKING:
-    from advcal.audit.result import AuditResult
-    from advcal.calibration import FixesReport
-    from advcal.clip.suite import SuiteResult
+    from advcal.analyses.audit.result import AuditResult
+    from advcal.analyses.fixes import FixesReport
+    from advcal.analyses.illusion import IllusionReport
+    from advcal.analyses.zeroshot import SuiteResult
     from advcal.data.adversarial import AdversarialSet
-    from advcal.illusion import IllusionReport
     from advcal.metrics.report import CalibrationReport
 
 

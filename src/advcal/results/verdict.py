@@ -1,7 +1,7 @@
 """The verdict: pass, warn or fail per model and per ε, with the one sentence that decides it.
 
 The flags carry the judgement (their thresholds come from the profile, see
-:mod:`advcal.audit.flags`); the verdict only reads their severities: any ``error`` flag fails,
+:mod:`advcal.analyses.audit.flags`); the verdict only reads their severities: any ``error`` flag fails,
 any ``warning`` warns, ``info`` passes. A flag with an ε decides that ε; a flag without one
 (clean inputs, the model as a whole) decides every ε. The reason is the worst flag, in words.
 """

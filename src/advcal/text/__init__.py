@@ -15,8 +15,9 @@ transformers and nltk are imported only when a model or WordNet is loaded.
 ...     classifier, texts, labels)                                          # doctest: +SKIP
 >>> result.robust_accuracy                                                  # doctest: +SKIP
 
-Layer (docs/architecture.md; lint-imports holds it): imports only from audit, adversarial and
-the layers below them.
+Layer (docs/architecture.md; lint-imports holds it): imports only from results, attacks,
+metrics, data, models and _core.
+Its audit, illusion check and fixes are analyses (:mod:`advcal.analyses`), above it.
 """
 
 from advcal.text.attack_table import TEXT_ATTACKS
@@ -29,7 +30,6 @@ from advcal.text.attacks import (
     character_edits,
     match_case,
 )
-from advcal.text.audit import audit_text, text_fingerprint
 from advcal.text.data import (
     TextDataset,
     load_tweets,
@@ -39,8 +39,6 @@ from advcal.text.data import (
     split_text_dataset,
 )
 from advcal.text.embedding_pgd import EmbeddingAttackResult, EmbeddingPGD
-from advcal.text.fixes import evaluate_text_fixes
-from advcal.text.illusion import check_text_illusion
 from advcal.text.loading import is_text_audit, load_text_data, load_text_model
 from advcal.text.models import TextClassifier, from_hf, minilm_classifier, tiny_text_classifier
 from advcal.text.synonyms import (
@@ -78,11 +76,8 @@ __all__ = [
     "WordNetSynonyms",
     "WordSpans",
     "WordSubstitutionAttack",
-    "audit_text",
     "character_edits",
-    "check_text_illusion",
     "count_changed_words",
-    "evaluate_text_fixes",
     "from_hf",
     "is_stop_word",
     "is_text_audit",
@@ -98,7 +93,6 @@ __all__ = [
     "read_jsonl",
     "split_text_dataset",
     "split_words",
-    "text_fingerprint",
     "tiny_text_classifier",
     "word_diff",
     "wordnet_lexnames",

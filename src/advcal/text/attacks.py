@@ -17,7 +17,7 @@ of a sample in batched calls. Shared conventions:
   vocabulary advcal could name an unknown token from;
 * **temperature**: ``loss_temperature`` divides the logits before the softmax whose
   true-class probability drives every scoring decision, which is how a temperature correction
-  (e.g. from :mod:`advcal.illusion`) reaches the attack; success is the raw argmax, which no
+  (e.g. from :mod:`advcal.analyses.illusion`) reaches the attack; success is the raw argmax, which no
   temperature changes. Comparisons use the float64 log-odds of that probability, which order
   texts exactly as the probability does but do not round to 0, 1 or 1/C at extreme
   temperatures, so nothing saturates into ties or NaN (for two classes the ranking is then

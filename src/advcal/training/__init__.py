@@ -1,8 +1,8 @@
 """Training recipes with calibration tracked every epoch (``advcal train``), and the core loop
 that makes the shipped reference models.
 
-Layer (docs/architecture.md; lint-imports holds it): imports only from text and the layers below
-it.
+Layer (docs/architecture.md; lint-imports holds it): imports only from analyses and the layers
+below it.
 """
 
 from advcal.training.loop import EpochLog, train_classifier

@@ -4,8 +4,8 @@ Layer (docs/architecture.md; lint-imports holds it): imports only from calibrati
 layers below them.
 """
 
-from advcal.illusion.detector import VERDICTS, IllusionReport, check_illusion, illusion_fails
-from advcal.illusion.search import TemperatureSearch, log_grid, optimise_temperature
+from advcal.analyses.illusion.detector import VERDICTS, IllusionReport, check_illusion, illusion_fails
+from advcal.analyses.illusion.search import TemperatureSearch, log_grid, optimise_temperature
 
 __all__ = [
     "VERDICTS", "IllusionReport", "TemperatureSearch", "check_illusion", "illusion_fails", "log_grid",

@@ -23,9 +23,9 @@ import advcal
 from advcal._core.devices import module_device
 from advcal._core.errors import InputError
 from advcal._core.validation import check_choice, check_int
-from advcal.audit.flags import fix_flag, get_profile, illusion_flags
-from advcal.audit.pipeline import BatchPasses, ProgressFn, audit_passes
-from advcal.audit.result import AuditResult
+from advcal.analyses.audit.flags import fix_flag, get_profile, illusion_flags
+from advcal.analyses.audit.pipeline import BatchPasses, ProgressFn, audit_passes
+from advcal.analyses.audit.result import AuditResult
 from advcal.engine.distributed import World, all_gather_arrays, deal_out, rank_positions, world
 from advcal.models import check_logits, frozen
 from advcal.text.attack_table import BUDGET, DEFAULT_BUDGETS, SCORE_ATTACKS, TEXT_ATTACKS, attack_record
@@ -71,10 +71,10 @@ def audit_text(
         examples: how many successful adversarial texts per model to keep for the report.
         split: which part of the source ``data`` is, for the record.
         illusion: also ask, per model, whether its robustness is genuine or an illusion made by
-            miscalibration (:func:`advcal.text.check_text_illusion` at the middle budget, with
+            miscalibration (:func:`advcal.check_text_illusion` at the middle budget, with
             the same attack settings); needs a score-based attack (``word`` or ``char``).
         fixes: also fit every post-hoc calibrator on ``calibration`` and score it clean and
-            under attack (:func:`advcal.text.evaluate_text_fixes`: the "fixes" table); needs a
+            under attack (:func:`advcal.evaluate_text_fixes`: the "fixes" table); needs a
             score-based attack too.
         calibration: the clean texts the illusion check fits its temperature on and searches
             ``opt`` on, and the fixes are fitted on (required with ``illusion`` or ``fixes``;
@@ -163,8 +163,8 @@ def _text_model_checks(
     """One text classifier's illusion check and fixes table, with their flags, JSON-ready."""
     found: dict[str, object] = {"illusion": None, "fixes": None, "flags": []}
     if illusion:
-        # Imported here: advcal.text.illusion and .fixes build on this module's attack table.
-        from advcal.text.illusion import check_text_illusion
+        # Imported here: advcal.analyses.text_illusion and .fixes build on this module's attack table.
+        from advcal.analyses.text_illusion import check_text_illusion
 
         middle = sorted(budgets)[len(budgets) // 2]
         checked = check_text_illusion(model, data, calibration, middle, attack, attack_params, seed=seed,
@@ -172,7 +172,7 @@ def _text_model_checks(
         found["illusion"] = checked.to_dict()
         found["flags"] += [flag.as_dict() for flag in illusion_flags(checked)]
     if fixes:
-        from advcal.text.fixes import evaluate_text_fixes
+        from advcal.analyses.text_fixes import evaluate_text_fixes
 
         table = evaluate_text_fixes(model, calibration, data, budgets, attack=attack,
                                     attack_params=attack_params, seed=seed, batch_size=batch_size,

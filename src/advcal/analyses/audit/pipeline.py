@@ -20,8 +20,7 @@ import advcal
 from advcal._core.devices import module_device, placed, resolve_device
 from advcal._core.errors import AdvcalError, ConfigError, InputError
 from advcal._core.validation import check_int
-from advcal.attacks import Attack, get_attack
-from advcal.audit.flags import (
+from advcal.analyses.audit.flags import (
     Thresholds,
     abstention_flags,
     chance_flags,
@@ -33,8 +32,11 @@ from advcal.audit.flags import (
     report_flags,
     weights_flags,
 )
-from advcal.audit.result import HEADLINE, AuditResult, ModelAudit
-from advcal.calibration import CalibratedModel, attack_calibrated, evaluate_fixes
+from advcal.analyses.audit.result import HEADLINE, AuditResult, ModelAudit
+from advcal.analyses.fixes import evaluate_fixes
+from advcal.analyses.illusion import check_illusion
+from advcal.attacks import Attack, get_attack
+from advcal.calibration import CalibratedModel, attack_calibrated
 from advcal.data import AdversarialSet, DataSource, load_data
 from advcal.defaults import AUDIT
 from advcal.engine.distributed import (
@@ -48,7 +50,6 @@ from advcal.engine.distributed import (
     shard,
     world,
 )
-from advcal.illusion import check_illusion
 from advcal.metrics import CalibrationReport, CalibrationStats
 from advcal.metrics.binning import equal_width_bin_index
 from advcal.metrics.paired import paired_changes
@@ -152,7 +153,7 @@ def audit(
             moved there for the audit and back afterwards; by default each runs where it is.
         progress: called as ``progress(model_name, samples_done, samples_total)``.
         illusion: also ask, per model, whether its robustness is genuine or an illusion made
-            by miscalibration (:func:`advcal.illusion.check_illusion` at the middle ε of the
+            by miscalibration (:func:`advcal.analyses.illusion.check_illusion` at the middle ε of the
             sweep; its cheap checks cost about six attack runs).
         fixes: also fit every post-hoc calibrator on the calibration split and score it clean
             and under attack (:func:`advcal.calibration.evaluate_fixes`: the "fixes" table).
@@ -318,7 +319,7 @@ def audit_passes(
 ) -> ModelAudit:
     """One model's audit from its batches of clean and per-ε logits, however they were made.
 
-    The image audit feeds it live attacks or a stored set; :func:`advcal.text.audit_text` feeds
+    The image audit feeds it live attacks or a stored set; :func:`advcal.audit_text` feeds
     it text attacks. Statistics stream per batch; under several processes they are gathered.
     """
     def new_stats() -> CalibrationStats:

@@ -8,7 +8,7 @@ would, and compares:
 1. **temperature sweep**: PGD through ``loss_temperature = T`` on a log grid 1e-3 … 1e6;
 2. **cal**: one temperature fitted by NLL on clean calibration data, PGD through it;
 3. **opt**: the loss temperature minimising adversarial accuracy on the calibration split
-   (:mod:`advcal.illusion.search`), then applied to the test split;
+   (:mod:`advcal.analyses.illusion.search`), then applied to the test split;
 4. **scale-invariant losses**: PGD on the margin (CW) loss and APGD on the DLR loss;
 5. **black-box**: Square at the same ε;
 6. **attack sanity**: FGSM does not beat PGD, accuracy falls with ε, and an unbounded attack
@@ -36,10 +36,10 @@ import advcal
 from advcal._core.devices import module_device
 from advcal._core.errors import InputError
 from advcal._core.validation import check_int
+from advcal.analyses.illusion.search import log_grid, optimise_temperature
 from advcal.attacks import APGD, FGSM, PGD, Attack, Square, get_attack
 from advcal.calibration import fit_temperature
 from advcal.data import DataSource
-from advcal.illusion.search import log_grid, optimise_temperature
 from advcal.models import check_logits, frozen
 
 VERDICTS = ("genuine", "suspect", "illusion")

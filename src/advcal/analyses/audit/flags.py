@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from advcal._core.errors import ConfigError
-from advcal.illusion import IllusionReport
+from advcal.analyses.illusion import IllusionReport
 from advcal.metrics import CalibrationReport
 from advcal.metrics.paired import PairedChange
 
@@ -364,6 +364,6 @@ def illusion_flags(found: IllusionReport) -> list[Flag]:
 
 
 def fix_flag(finding: dict[str, object]) -> Flag:
-    """A finding of the fixes table (:mod:`advcal.calibration.fixes`) as an audit flag."""
+    """A finding of the fixes table (:mod:`advcal.analyses.fixes`) as an audit flag."""
     return Flag(str(finding["code"]), str(finding["severity"]), str(finding["message"]) + ".",
                 evidence={"fix": finding.get("fix")})

@@ -15,7 +15,7 @@ from advcal._core.atomic import write_bytes_atomic, write_json_atomic
 from advcal._core.errors import ConfigError
 from advcal.results.verdict import Verdict, comparison, model_verdict, reaches
 
-SCHEMA_VERSION = "0.5"  # bump with src/advcal/audit/schema/report.schema.json and docs/report.md
+SCHEMA_VERSION = "0.5"  # bump with src/advcal/analyses/audit/schema/report.schema.json and docs/report.md
 # The plain-named metrics every entry of report.json carries (full definitions in
 # docs/metrics.md; fully qualified ids under "ids").
 HEADLINE = ("accuracy", "ece", "ace", "sce", "mce", "ece_l2", "smooth_ece", "brier", "nll",
@@ -35,9 +35,9 @@ class ModelAudit:
     # How the adversarial inputs were made: live white-box attack, or a stored set (white-box
     # when this model made it, else transfer).
     evaluation: dict[str, object] = field(default_factory=lambda: {"kind": "white-box"})
-    # The illusion-of-robustness check (advcal.illusion), when the audit ran it.
+    # The illusion-of-robustness check (advcal.analyses.illusion), when the audit ran it.
     illusion: dict[str, object] | None = None
-    # The post-hoc calibration fixes table (advcal.calibration.fixes), when the audit ran it.
+    # The post-hoc calibration fixes table (advcal.analyses.fixes), when the audit ran it.
     fixes: dict[str, object] | None = None
     # Text audits: adversarial texts that flipped the prediction, original against perturbed.
     examples: list[dict[str, object]] | None = None
@@ -128,7 +128,7 @@ class AuditResult:
 
 def report_schema() -> dict[str, object]:
     """The JSON Schema (draft 2020-12) of report.json, shipped in the package."""
-    text = resources.files("advcal.audit").joinpath("schema/report.schema.json").read_text("utf-8")
+    text = resources.files("advcal.analyses.audit").joinpath("schema/report.schema.json").read_text("utf-8")
     return json.loads(text)
 
 

@@ -1,4 +1,4 @@
-"""Which post-hoc fix survives a text attack? The fixes table of :mod:`advcal.calibration.fixes`
+"""Which post-hoc fix survives a text attack? The fixes table of :mod:`advcal.analyses.fixes`
 for text classifiers under the score-based word and character attacks.
 
 The same calibrators, fitted the same three ways, scored in the same two threat models:
@@ -19,8 +19,8 @@ from torch import nn
 
 import advcal
 from advcal._core.validation import check_choice, check_int
+from advcal.analyses.fixes import DEFAULT_CALIBRATORS, FIT_ON, FixesReport, check_fix_choices, fixes_table
 from advcal.calibration.base import Calibrator
-from advcal.calibration.fixes import DEFAULT_CALIBRATORS, FIT_ON, FixesReport, check_fix_choices, fixes_table
 from advcal.text.attack_table import BUDGET, SCORE_ATTACKS, TEXT_ATTACKS, attack_record
 from advcal.text.data import TextDataset
 from advcal.text.models import classifier_logits

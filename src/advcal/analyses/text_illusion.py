@@ -16,7 +16,7 @@ adversarial accuracy of the model as served (temperatures change only what the a
    log grid of temperatures, and **opt**, the temperature minimising adversarial accuracy on the
    calibration texts, applied to the test texts.
 
-The verdict and its thresholds are the image check's (:mod:`advcal.illusion.detector`).
+The verdict and its thresholds are the image check's (:mod:`advcal.analyses.illusion.detector`).
 """
 
 from __future__ import annotations
@@ -30,15 +30,15 @@ from torch import nn
 
 import advcal
 from advcal._core.validation import check_choice, check_int
-from advcal.calibration import fit_temperature
-from advcal.illusion.detector import (
+from advcal.analyses.illusion.detector import (
     SANITY_TOLERANCE,
     IllusionReport,
     illusion_doubts,
     illusion_verdict,
     lowest_check,
 )
-from advcal.illusion.search import log_grid, optimise_temperature
+from advcal.analyses.illusion.search import log_grid, optimise_temperature
+from advcal.calibration import fit_temperature
 from advcal.text.attack_table import BUDGET, SCORE_ATTACKS, TEXT_ATTACKS
 from advcal.text.data import TextDataset
 from advcal.text.models import classifier_logits
