@@ -1,7 +1,14 @@
 """Golden outputs that a refactoring must not move: every figure of the default audit's
 report.json, the digits illusion table's rows and the digits-cnn fixes table, compared with what
 the docs and ``tests/golden/`` hold. Wall times are the only parts left out (they are the
-machine's, not advcal's)."""
+machine's, not advcal's).
+
+The figures are exact for one machine, not for every CPU: float32 kernels differ between
+processors in their last bits, and twenty PGD steps at ε = 0.2 carry that difference into the
+attacked figures (up to about 0.003 between the machine that made these fixtures and an older
+one). Regenerate the fixtures from a commit known to be right when the machine changes —
+``advcal audit`` with no options for default_audit.json (``cost.seconds`` removed) and
+``python scripts/fixes_table.py`` for the docs — never from the change being tested."""
 
 from __future__ import annotations
 

@@ -62,3 +62,63 @@ def test_every_api_name_is_reachable_from_the_package_and_loads_lazily():
     done = subprocess.run([sys.executable, "-c", "import advcal, sys; print('torch' in sys.modules)"],
                           capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
+
+
+def test_the_cli_is_at_most_400_lines():
+    lines = sum(len(path.read_text().splitlines()) for path in (ROOT / "src" / "advcal" / "cli").glob("*.py"))
+    assert lines <= 400, lines
+
+
+@pytest.mark.parametrize("command", ["metrics", "audit", "attack", "illusion", "calibrate", "train",
+                                     "zeroshot"])
+def test_every_option_is_a_config_field_with_its_default_and_help(command):
+    """The command's options are built from its config, so the two cannot drift apart."""
+    import dataclasses
+
+    import typer.main
+
+    import advcal.configs as configs
+    from advcal.cli.app import app
+
+    kind = {"metrics": configs.MetricsConfig, "audit": configs.AuditConfig, "attack": configs.AttackConfig,
+            "illusion": configs.IllusionConfig, "calibrate": configs.CalibrateConfig,
+            "train": configs.TrainConfig, "zeroshot": configs.ZeroshotConfig}[command]
+    click_command = typer.main.get_command(app).commands[command]
+    params = {param.name: param for param in click_command.params}
+    fields = {field.name: field for field in dataclasses.fields(kind)}
+    assert set(params) == set(fields)
+    for name, field in fields.items():
+        assert params[name].help == field.metadata["help"]
+        if field.default is not dataclasses.MISSING:
+            assert params[name].default == (None if field.default == () else field.default), name
+
+
+def test_the_api_defaults_are_the_configs():
+    """``advcal.audit(...)`` keyword defaults and ``advcal audit`` option defaults are one set."""
+    import inspect
+
+    import advcal.configs as configs
+    from advcal.analyses.audit import audit
+
+    keywords = inspect.signature(audit).parameters
+    config = configs.AuditConfig()
+    assert keywords["attack"].default == config.attack
+    assert keywords["n_bins"].default == config.bins
+    assert (keywords["seed"].default, keywords["bootstrap"].default, keywords["profile"].default) == (
+        config.seed, config.bootstrap, config.profile)
+
+
+def test_a_command_is_its_api_function(tmp_path):
+    """``advcal metrics FILE --json`` and ``advcal.run_metrics(MetricsConfig(...))`` write the same report."""
+    import json
+
+    import advcal
+    from advcal.configs import MetricsConfig
+
+    subprocess.run([sys.executable, str(ROOT / "examples" / "digits_logits.py"), str(tmp_path / "d.npz")],
+                   check=True, capture_output=True)
+    done = advcal_cli("metrics", str(tmp_path / "d.npz"), "--json", str(tmp_path / "cli.json"))
+    assert done.returncode == 0
+    advcal.run_metrics(MetricsConfig(tmp_path / "d.npz", json_path=tmp_path / "api.json"))
+    cli, api = (json.loads((tmp_path / f"{kind}.json").read_text()) for kind in ("cli", "api"))
+    assert cli == api

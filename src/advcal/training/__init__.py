@@ -6,10 +6,11 @@ below it.
 """
 
 from advcal.training.loop import EpochLog, train_classifier
-from advcal.training.recipes import RECIPES, PreHeadTemperature, Recipe, normalise_gradients
+from advcal.training.recipes import CLIP_RECIPES, RECIPES, PreHeadTemperature, Recipe, normalise_gradients
 from advcal.training.run import COLUMNS, SCHEDULES, TrainingRun, learning_rate, train
 
 __all__ = [
+    "CLIP_RECIPES",
     "COLUMNS",
     "RECIPES",
     "SCHEDULES",

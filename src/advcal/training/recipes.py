@@ -45,7 +45,9 @@ from advcal.attacks.geometry import random_start
 from advcal.models import frozen
 from advcal.training.inputs import Inputs, logits_of, perturb
 
-RECIPES = ("standard", "pgd-at", "trades", "fgsm-rs", "ucat", "tecoa", "fare")
+# The CLIP fine-tuning recipes; `advcal train` gives them UCAT's settings by default (configs.TrainConfig).
+CLIP_RECIPES = ("ucat", "tecoa", "fare")
+RECIPES = ("standard", "pgd-at", "trades", "fgsm-rs", *CLIP_RECIPES)
 # Recipes whose loss compares the model with a frozen copy of itself as training began.
 WITH_REFERENCE = ("ucat", "fare")
 

@@ -4,6 +4,9 @@
 >>> result = advcal.audit(model, "digits", epsilons=[0.05, 0.1], attack="pgd")  # doctest: +SKIP
 >>> result.save("advcal-report")                                              # doctest: +SKIP
 
+Each ``advcal`` command is a function here too: ``run_audit(AuditConfig(...))`` is ``advcal
+audit ...`` (:mod:`advcal.configs` holds every command's options and defaults).
+
 ``advcal.<name>`` loads this module on first use, so ``import advcal`` stays instant.
 
 Layer (docs/architecture.md; lint-imports holds it): imports only from training, analyses and
@@ -18,6 +21,15 @@ from advcal.analyses.text_audit import audit_text
 from advcal.analyses.text_fixes import evaluate_text_fixes
 from advcal.analyses.text_illusion import check_text_illusion
 from advcal.analyses.zeroshot import SuiteResult, run_zeroshot_suite
+from advcal.api.runs import (
+    run_attack,
+    run_audit,
+    run_calibrate,
+    run_illusion,
+    run_metrics,
+    run_train,
+    run_zeroshot,
+)
 
 __all__ = [
     "AuditResult",
@@ -32,5 +44,12 @@ __all__ = [
     "evaluate_text_fixes",
     "make_adversarial_set",
     "report_schema",
+    "run_attack",
+    "run_audit",
+    "run_calibrate",
+    "run_illusion",
+    "run_metrics",
+    "run_train",
+    "run_zeroshot",
     "run_zeroshot_suite",
 ]
