@@ -48,6 +48,7 @@ from advcal.calibration.temperature import AdversarialTemperatureScaling
 from advcal.data import DataSource
 from advcal.metrics import calibration_report
 from advcal.models import check_logits, frozen
+from advcal.results.flags import WARNING, FlagCode
 
 FIT_ON = ("clean", "adversarial", "mixed")
 METRICS = ("ece", "brier", "nll", "accuracy")
@@ -258,7 +259,7 @@ def _judge(baseline: dict, fixes: list[Fix], epsilons: list[float]) -> list[dict
         if moved:
             condition, before, after = max(moved, key=lambda m: abs(m[2] - m[1]))
             flags.append({
-                "code": "FIX_MOVES_DECISIONS", "severity": "warning", "fix": fix.name,
+                "code": FlagCode.FIX_MOVES_DECISIONS.value, "severity": WARNING.value, "fix": fix.name,
                 "message": f"{fix.name} changes the classifier's decisions (accuracy "
                            f"{'clean' if condition == 'clean' else 'on the frozen set at ' + condition} "
                            f"{before:.3f} -> "
@@ -268,7 +269,7 @@ def _judge(baseline: dict, fixes: list[Fix], epsilons: list[float]) -> list[dict
         if clean_gain > 0 and worse:
             threat, condition = worse[0]
             flags.append({
-                "code": "FIX_BACKFIRES", "severity": "warning", "fix": fix.name,
+                "code": FlagCode.FIX_BACKFIRES.value, "severity": WARNING.value, "fix": fix.name,
                 "message": f"{fix.name} improves clean ECE ({baseline['clean']['ece']:.4f} -> "
                            f"{fix.metrics['frozen']['clean']['ece']:.4f}) but worsens adversarial ECE at "
                            f"{condition} under the {threat} attack ({baseline[condition]['ece']:.3f} -> "
@@ -277,7 +278,7 @@ def _judge(baseline: dict, fixes: list[Fix], epsilons: list[float]) -> list[dict
     best_clean = min(fix.metrics["frozen"]["clean"]["ece"] for fix in fixes)
     if best_clean > RETRAIN_ECE:
         flags.append({
-            "code": "RETRAIN_NOT_PATCH", "severity": "warning", "fix": None,
+            "code": FlagCode.RETRAIN_NOT_PATCH.value, "severity": WARNING.value, "fix": None,
             "message": f"no post-hoc fix brings clean ECE under {RETRAIN_ECE} (best {best_clean:.3f}): "
                        "retrain (the training recipes of advcal train), do not patch",
         })

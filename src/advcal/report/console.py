@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING
 from rich.markup import escape
 from rich.table import Table
 
+from advcal.results.flags import severity_rank
+
 if TYPE_CHECKING:
     from advcal.analyses.audit.result import AuditResult
     from advcal.analyses.fixes import FixesReport
@@ -82,7 +84,7 @@ def audit_table(result: AuditResult) -> Table:
         rows += [(f"{a['attack']} ε={a['eps']:.4g}", a["metrics"], a["eps"]) for a in entry.attacks]
         for i, (label, metrics, eps) in enumerate(rows):
             flags = [f for f in entry.flags if f["eps"] == eps]
-            worst = max((f["severity"] for f in flags), key=("info", "warning", "error").index, default="")
+            worst = max((str(f["severity"]) for f in flags), key=severity_rank, default="")
             delta = "" if eps is None else f"{metrics['ece'] - entry.clean['metrics']['ece']:+.4f}"
             table.add_row(
                 heading[i] if i < len(heading) else "", label, _fmt(metrics["accuracy"]),
@@ -116,8 +118,7 @@ def grouped_flags(flags: list[dict[str, object]]) -> list[dict[str, object]]:
         group["count"] += 1
         if flag["eps"] is not None and flag["eps"] not in group["eps"]:
             group["eps"].append(flag["eps"])
-    order = ("error", "warning", "info")
-    return sorted(groups.values(), key=lambda g: order.index(g["severity"]) if g["severity"] in order else 3)
+    return sorted(groups.values(), key=lambda g: -severity_rank(str(g["severity"])))
 
 
 def flags_table(result: AuditResult) -> Table:

@@ -20,50 +20,10 @@ import jinja2
 
 from advcal._core.errors import InputError, describe
 from advcal.report import figures
+from advcal.results.flags import SEVERITIES, FlagCode, explanation, severity_rank
 from advcal.results.verdict import model_verdict
 
-SEVERITIES = ("error", "warning", "info")
-
-FLAG_EXPLANATIONS = {
-    "ECE_DELTA": "Expected calibration error (the average gap between stated confidence and actual "
-    "accuracy) grows by more than the profile allows when inputs are attacked.",
-    "BIN_ACCURACY_GAP": "Inputs given the same confidence are right much less often under attack than "
-    "on clean data, so a fixed confidence no longer means a fixed chance of being right.",
-    "LOW_RELIABILITY_SLOPE": "Accuracy rises too slowly with confidence: higher stated confidence buys "
-    "little extra correctness, so confidence separates right from wrong answers poorly.",
-    "COLLAPSED_CONFIDENCE": "Almost every prediction gets the same middling confidence, whatever the input: "
-    "the score carries no information about which answers to trust.",
-    "NARROW_BAND": "The ECE looks good only because every confidence sits in a narrow band; the model never "
-    "signals that it is sure or unsure, so a low ECE here is not reassuring.",
-    "CONFIDENCE_HOLLOWING": "The model is at least 90% confident on many inputs that it gets wrong far more "
-    "often than that: its high-confidence answers cannot be taken at face value.",
-    "CLASS_OUTLIER": "One class is calibrated far worse than the average class; overall metrics hide it.",
-    "FEW_CLASS_SAMPLES": "Some classes have too few samples for their per-class numbers to be trusted; they "
-    "are shown but not judged.",
-    "ECE_INFLECTION": "The attack strength at which calibration error grows the most: around this ε the "
-    "model's confidence stops being trustworthy.",
-    "RETRAIN_BEFORE_CALIBRATING": "Calibration is already poor on clean inputs. Post-hoc fixes such as "
-    "temperature scaling rarely rescue this; retraining is the better first step.",
-    "BIMODAL_CONFIDENCE": "Confidence splits into two separate clusters (very sure and very unsure) with "
-    "little in between, so averages such as ECE summarise it badly; read the histogram.",
-    "ABSTENTION_FAILS": "A confidence threshold chosen on clean inputs to abstain on the least confident "
-    "ones no longer protects under attack: the attacked inputs it keeps are wrong far more often.",
-    "ILLUSION_OF_ROBUSTNESS": "Part of the robustness the standard attack shows comes from the model's "
-    "(mis)calibration breaking the attack, not from the model resisting; an attack that accounts for "
-    "it finds the lower figure, which is the one to report.",
-    "SUSPECT_ROBUSTNESS": "The standard attack may be understating this model's weakness: a stronger or "
-    "recalibrated attack did somewhat better, or the attack misbehaved. Treat the robust accuracy with care.",
-    "FIX_BACKFIRES": "A post-hoc calibration fix that looks better on clean inputs makes confidence worse "
-    "under attack; do not ship it on the strength of its clean ECE.",
-    "FIX_MOVES_DECISIONS": "This post-hoc fix changes which class the model predicts, not only how sure "
-    "it is: its calibration and robustness figures belong to a different classifier. A fit on attacked "
-    "data can learn to undo the very perturbations it was fitted on, or to predict the majority class.",
-    "RETRAIN_NOT_PATCH": "No post-hoc fix brings clean calibration to an acceptable level; retrain with a "
-    "calibration-aware recipe instead of patching.",
-    "TRANSFER_EVALUATION": "The adversarial inputs came from a stored set crafted against another model. "
-    "Transferred attacks are weaker than attacks on this model, so its robustness looks better than it is.",
-}
-GENERIC_EXPLANATION = "A finding from a check this version of the report does not describe; read its message."
+WORST_FIRST = tuple(reversed(SEVERITIES))
 
 SUMMARY_METRICS = (("accuracy", "Accuracy"), ("ece", "ECE"), ("brier", "Brier"), ("nll", "NLL"))
 ABSTENTION_KEYS = ("target_coverage", "threshold", "clean_coverage", "clean_risk", "adv_coverage", "adv_risk")
@@ -201,8 +161,8 @@ def _conditions(model: Mapping) -> list[tuple[str, Mapping]]:
 
 
 def _inflection(flags: Sequence[Mapping]) -> float | None:
-    return next((f["eps"] for f in flags if f.get("code") == "ECE_INFLECTION" and _is_number(f.get("eps"))),
-                None)
+    inflections = (f for f in flags if f.get("code") == FlagCode.ECE_INFLECTION and _is_number(f.get("eps")))
+    return next((f["eps"] for f in inflections), None)
 
 
 # --- figures -------------------------------------------------------------------------------------------
@@ -349,15 +309,15 @@ def _model_view(index: int, model: Mapping, drawn: Sequence[ModelFigure]) -> dic
     # One row per code and severity with every ε it fires at; worst first (sorted() is stable,
     # so groups of one severity keep the audit's order).
     views = _grouped([_flag_view(f) for f in model.get("flags") or []])
-    flags = sorted(views, key=lambda f: SEVERITIES.index(f["severity"]))
+    flags = sorted(views, key=lambda f: -severity_rank(f["severity"]))
     codes = list(dict.fromkeys(f["code"] for f in flags))
     conditions = _conditions(model)
     return {
         "name": name,
         "anchor": f"model-{index + 1}",
-        "counts": {s: sum(f["count"] for f in flags if f["severity"] == s) for s in SEVERITIES},
+        "counts": {s: sum(f["count"] for f in flags if f["severity"] == s) for s in WORST_FIRST},
         "flags": flags,
-        "glossary": [(code, FLAG_EXPLANATIONS.get(code, GENERIC_EXPLANATION)) for code in codes],
+        "glossary": [(code, explanation(code)) for code in codes],
         "figures": [
             {"title": f.title, "caption": f.caption, "alt": f"{f.title} for model {name}", "src": f.data_uri}
             for f in drawn
@@ -422,7 +382,7 @@ def _flag_view(flag: Mapping) -> dict:
         # Flags without an ε are about the clean inputs (or the model as a whole).
         "eps": _eps_label(flag["eps"]) if _is_number(flag.get("eps")) else "clean",
         "message": str(flag.get("message", "")),
-        "explanation": FLAG_EXPLANATIONS.get(code, GENERIC_EXPLANATION),
+        "explanation": explanation(code),
         "evidence": "; ".join(f"{k} {_evidence_value(v)}" for k, v in evidence.items()),
     }
 

@@ -13,13 +13,15 @@ from dataclasses import dataclass
 
 from advcal._core.errors import ConfigError
 from advcal._core.validation import check_choice
+from advcal.results.flags import FlagCode
 
 LEVELS = ("pass", "warn", "fail")
 LEVEL_OF_SEVERITY = {"info": "pass", "warning": "warn", "error": "fail"}
 # --fail-on: the lowest verdict that makes the command exit with status 1.
 FAIL_ON = {"error": "fail", "warning": "warn", "never": None}
 # Among flags of one severity, the ones that void everything else come first.
-_PRIORITY = ("CHANCE_ACCURACY", "ILLUSION_OF_ROBUSTNESS", "ECE_DELTA", "CONFIDENCE_HOLLOWING")
+_PRIORITY = (FlagCode.CHANCE_ACCURACY, FlagCode.ILLUSION_OF_ROBUSTNESS, FlagCode.ECE_DELTA,
+             FlagCode.CONFIDENCE_HOLLOWING)
 
 
 @dataclass(frozen=True)
@@ -56,7 +58,7 @@ def _phrase(flag: Mapping[str, object], flags: Sequence[Mapping[str, object]]) -
     same = sorted({float(f["eps"]) for f in flags
                    if f["code"] == code and f["severity"] == severity and f.get("eps") is not None})
     where = ", ".join(f"{e:g}" for e in same)
-    if code == "ECE_DELTA":
+    if code == FlagCode.ECE_DELTA:
         verb = "breaks" if severity == "error" else "degrades"
         delta = float(flag["evidence"]["delta"])  # type: ignore[index]
         first = float(flag["eps"])  # type: ignore[arg-type]
@@ -103,7 +105,7 @@ def comparison(models: Sequence[Mapping[str, object]]) -> dict[str, object] | No
             return None
         entry = max(attacks, key=lambda a: a["metrics"]["ece"])
         worst[str(model["name"])] = (float(entry["metrics"]["ece"]), float(entry["eps"]))
-    void = {str(m["name"]) for m in models if any(f["code"] == "CHANCE_ACCURACY" for f in m["flags"])}
+    void = {str(m["name"]) for m in models if any(f["code"] == FlagCode.CHANCE_ACCURACY for f in m["flags"])}
     ranked = sorted(worst, key=lambda name: (name in void, worst[name][0]))
     best, runner_up = ranked[0], ranked[1]
     (best_ece, best_eps), (other_ece, other_eps) = worst[best], worst[runner_up]

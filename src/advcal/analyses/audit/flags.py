@@ -8,7 +8,7 @@ a ΔECE of 0.03 already fails) and ``lenient`` (ΔECE up to 0.12 passes).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -16,8 +16,7 @@ from advcal._core.errors import ConfigError
 from advcal.analyses.illusion import IllusionReport
 from advcal.metrics import CalibrationReport
 from advcal.metrics.paired import PairedChange
-
-SEVERITIES = ("info", "warning", "error")
+from advcal.results.flags import ERROR, INFO, WARNING, Flag, FlagCode, Severity
 
 
 @dataclass(frozen=True)
@@ -57,20 +56,6 @@ def get_profile(name: str) -> Thresholds:
     return PROFILES[name]
 
 
-@dataclass
-class Flag:
-    """One finding: ``code`` (stable, for machines), ``severity``, ``message`` (for people)."""
-
-    code: str
-    severity: str
-    message: str
-    eps: float | None = None
-    evidence: dict[str, object] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, object]:
-        return asdict(self)
-
-
 def _bins(report: CalibrationReport, limits: Thresholds) -> list[tuple[float, float, int, float, float]]:
     """(lower, upper, count, confidence, accuracy) of bins holding enough samples to judge."""
     curve = report.reliability
@@ -107,7 +92,7 @@ def chance_flags(clean: CalibrationReport) -> list[Flag]:
     if accuracy > chance + margin:
         return []
     return [Flag(
-        "CHANCE_ACCURACY", "error",
+        FlagCode.CHANCE_ACCURACY, ERROR,
         f"Clean accuracy {accuracy:.3f} is within noise of chance ({chance:.3f}, always answering the "
         f"most frequent class; {int(n)} samples): the model has not learnt this task — random or wrong "
         "weights, another label order or preprocessing — so no other figure of this report means anything.",
@@ -118,7 +103,7 @@ def chance_flags(clean: CalibrationReport) -> list[Flag]:
 def weights_flags(origins: list[dict[str, object]]) -> list[Flag]:
     """``FACTORY_WEIGHTS`` (info) for each model audited with the weights its factory returned."""
     return [Flag(
-        "FACTORY_WEIGHTS", "info",
+        FlagCode.FACTORY_WEIGHTS, INFO,
         f"No weights file was given for {origin['spec']}: it was audited with the weights its factory "
         "returns (random initialisation unless the factory loads trained weights itself); pass --weights "
         "to audit a checkpoint.", None, {"spec": origin["spec"]},
@@ -133,21 +118,21 @@ def report_flags(report: CalibrationReport, limits: Thresholds, eps: float | Non
     # A slope through fewer than three well-filled bins says nothing.
     if math.isfinite(slope) and slope < limits.min_slope and len(_bins(report, limits)) >= 3:
         flags.append(Flag(
-            "LOW_RELIABILITY_SLOPE", "warning",
+            FlagCode.LOW_RELIABILITY_SLOPE, WARNING,
             f"Accuracy tracks confidence poorly {where}: the reliability slope is {slope:.2f} "
             f"(below {limits.min_slope}).", eps, {"slope": slope},
         ))
     std, mean, ece = report["confidence_std"], report["confidence_mean"], report["ece"]
     if std < limits.narrow_band_std and ece < limits.narrow_band_ece and mean < 0.9:
         flags.append(Flag(
-            "NARROW_BAND", "warning",
+            FlagCode.NARROW_BAND, WARNING,
             f"The low ECE ({ece:.3f}) {where} hides a narrow confidence band (around {mean:.2f}, "
             f"spread {std:.3f}): the model never says it is sure or unsure.",
             eps, {"ece": ece, "mean": mean, "std": std},
         ))
     elif std < limits.collapsed_std and mean < 0.8:
         flags.append(Flag(
-            "COLLAPSED_CONFIDENCE", "warning",
+            FlagCode.COLLAPSED_CONFIDENCE, WARNING,
             f"Confidence has collapsed {where}: nearly every prediction sits at {mean:.2f} "
             f"(spread {std:.3f}) whatever the input, so it carries no signal.",
             eps, {"mean": mean, "std": std, "ece": ece},
@@ -155,7 +140,7 @@ def report_flags(report: CalibrationReport, limits: Thresholds, eps: float | Non
     for low, high, count, conf, acc in _bins(report, limits):
         if conf >= limits.hollow_confidence and conf - acc > limits.hollow_gap:
             flags.append(Flag(
-                "CONFIDENCE_HOLLOWING", "error",
+                FlagCode.CONFIDENCE_HOLLOWING, ERROR,
                 f"Confidence is hollow {where}: predictions stated at {conf:.0%} are right only "
                 f"{acc:.0%} of the time ({count} samples).", eps,
                 {"bin": [low, high], "count": count, "confidence": conf, "accuracy": acc},
@@ -163,7 +148,7 @@ def report_flags(report: CalibrationReport, limits: Thresholds, eps: float | Non
     bimodal = _two_modes(report, limits)
     if bimodal is not None:
         flags.append(Flag(
-            "BIMODAL_CONFIDENCE", "warning",
+            FlagCode.BIMODAL_CONFIDENCE, WARNING,
             f"Confidence splits into two groups {where}: {bimodal['low_mass']:.0%} of predictions "
             f"around {bimodal['low_confidence']:.2f} and {bimodal['high_mass']:.0%} around "
             f"{bimodal['high_confidence']:.2f}, few in between; one ECE averages two behaviours, "
@@ -215,7 +200,7 @@ def _class_flags(report: CalibrationReport, limits: Thresholds, eps: float | Non
     too_few = [c for c, n in zip(table["class"], counts, strict=True) if 0 < n < limits.min_class_samples]
     if too_few and eps is None:
         flags.append(Flag(
-            "FEW_CLASS_SAMPLES", "info",
+            FlagCode.FEW_CLASS_SAMPLES, INFO,
             f"{len(too_few)} classes have fewer than {limits.min_class_samples} samples: their "
             "per-class figures are shown but too noisy to flag.", eps, {"classes": too_few},
         ))
@@ -227,7 +212,7 @@ def _class_flags(report: CalibrationReport, limits: Thresholds, eps: float | Non
     for c, n, e in judged:
         if mean > 0 and e > limits.class_ratio * mean and e > 0.05:
             flags.append(Flag(
-                "CLASS_OUTLIER", "warning",
+                FlagCode.CLASS_OUTLIER, WARNING,
                 f"Class {c} is far worse calibrated {where}: ECE {e:.3f} against a class average "
                 f"of {mean:.3f} ({n} samples).", eps, {"class": c, "count": n, "ece": e, "mean": mean},
             ))
@@ -250,7 +235,7 @@ def comparison_flags(
     clean_ece = clean["ece"]
     if clean_ece > limits.retrain_ece:
         flags.append(Flag(
-            "RETRAIN_BEFORE_CALIBRATING", "warning",
+            FlagCode.RETRAIN_BEFORE_CALIBRATING, WARNING,
             f"Clean ECE is {clean_ece:.3f} (above {limits.retrain_ece}): post-hoc fixes rarely "
             "rescue this; retrain (e.g. calibration-aware adversarial training) before calibrating.",
             None, {"ece": clean_ece},
@@ -263,24 +248,24 @@ def comparison_flags(
         jumps.append((report["ece"] - previous, eps))
         previous = report["ece"]
         if delta > limits.delta_ece_error:
-            severity, verdict = "error", "calibration is broken under attack"
+            severity, verdict = ERROR, "calibration is broken under attack"
         elif delta > limits.delta_ece_warning:
-            severity, verdict = "warning", "calibration degrades under attack"
+            severity, verdict = WARNING, "calibration degrades under attack"
         else:
-            severity = ""
+            severity = None
         test = None if paired is None else paired[eps]["ece"]
-        if severity and test is not None and not test.significant:
-            severity = "info"
+        if severity is not None and test is not None and not test.significant:
+            severity = INFO
             verdict = (f"within bootstrap noise (paired 95% interval {test.ci[0]:+.3f} to "
                        f"{test.ci[1]:+.3f}); audit more samples to decide")
-        if severity:
+        if severity is not None:
             evidence: dict[str, object] = {
                 "clean_ece": clean_ece, "adversarial_ece": report["ece"], "delta": delta,
             }
             if test is not None:
                 evidence.update(ci=list(test.ci), p_value=test.p_value, significant=test.significant)
             flags.append(Flag(
-                "ECE_DELTA", severity,
+                FlagCode.ECE_DELTA, severity,
                 f"At eps={eps:g} ECE rises from {clean_ece:.3f} to {report['ece']:.3f} "
                 f"(+{delta:.3f}): {verdict}.", eps, evidence,
             ))
@@ -289,7 +274,7 @@ def comparison_flags(
                 n_clean, acc_clean = clean_bins[round(low, 9)]
                 if abs(acc - acc_clean) > limits.bin_gap:
                     flags.append(Flag(
-                        "BIN_ACCURACY_GAP", "warning",
+                        FlagCode.BIN_ACCURACY_GAP, WARNING,
                         f"At eps={eps:g}, predictions with confidence {low:.2f}-{high:.2f} are right "
                         f"{acc:.0%} of the time against {acc_clean:.0%} on clean inputs.", eps,
                         {"bin": [low, high], "clean_accuracy": acc_clean, "adversarial_accuracy": acc,
@@ -300,7 +285,7 @@ def comparison_flags(
         jump, eps = max(jumps)
         if jump > 0:
             flags.append(Flag(
-                "ECE_INFLECTION", "info",
+                FlagCode.ECE_INFLECTION, INFO,
                 f"ECE jumps most on the way to eps={eps:g} (+{jump:.3f}): the model stops being "
                 "trustworthy around there.", eps, {"jump": jump},
             ))
@@ -320,7 +305,7 @@ def abstention_flags(abstentions: list[tuple[float, dict[str, float]]], limits: 
         answered = round(entry["adv_coverage"] * entry["n_samples"])
         if math.isfinite(gap) and gap > limits.abstention_gap and answered >= limits.min_bin_samples:
             flags.append(Flag(
-                "ABSTENTION_FAILS", "warning",
+                FlagCode.ABSTENTION_FAILS, WARNING,
                 f"Abstaining below confidence {entry['threshold']:.4f} keeps "
                 f"{entry['clean_coverage']:.0%} of clean inputs at {entry['clean_risk']:.1%} error, but at "
                 f"eps={eps:g} it answers {entry['adv_coverage']:.0%} of attacked inputs and "
@@ -335,7 +320,7 @@ def evaluation_flags(evaluation: dict[str, object]) -> list[Flag]:
     if evaluation.get("kind") != "transfer":
         return []
     return [Flag(
-        "TRANSFER_EVALUATION", "warning",
+        FlagCode.TRANSFER_EVALUATION, WARNING,
         "The adversarial inputs were crafted against another model (a stored set whose model "
         "fingerprint differs): this is a transfer evaluation, usually much weaker than a white-box "
         "attack on this model, so robust accuracy and adversarial calibration look better than "
@@ -354,16 +339,16 @@ def illusion_flags(found: IllusionReport) -> list[Flag]:
                 "best_adv_accuracy": found.best_adv_accuracy, "best_check": found.best_check}
     eps = float(found.settings["eps"])
     if found.verdict == "illusion":
-        return [Flag("ILLUSION_OF_ROBUSTNESS", "error",
+        return [Flag(FlagCode.ILLUSION_OF_ROBUSTNESS, ERROR,
                      f"The robustness shown at eps={eps:g} is an illusion: {found.reasons[0]}. Report "
                      f"{found.best_adv_accuracy:.3f}, not {found.served_adv_accuracy:.3f}.",
                      eps=eps, evidence=evidence)]
-    return [Flag("SUSPECT_ROBUSTNESS", "warning",
+    return [Flag(FlagCode.SUSPECT_ROBUSTNESS, WARNING,
                  f"The robustness shown at eps={eps:g} may be overstated: " + "; ".join(found.reasons) + ".",
                  eps=eps, evidence=evidence)]
 
 
 def fix_flag(finding: dict[str, object]) -> Flag:
     """A finding of the fixes table (:mod:`advcal.analyses.fixes`) as an audit flag."""
-    return Flag(str(finding["code"]), str(finding["severity"]), str(finding["message"]) + ".",
+    return Flag(FlagCode(finding["code"]), Severity(finding["severity"]), str(finding["message"]) + ".",
                 evidence={"fix": finding.get("fix")})

@@ -13,6 +13,7 @@ import numpy as np
 
 from advcal._core.atomic import write_bytes_atomic, write_json_atomic
 from advcal._core.errors import ConfigError
+from advcal.results.flags import SEVERITIES, FlagCode
 from advcal.results.verdict import Verdict, comparison, model_verdict, reaches
 
 SCHEMA_VERSION = "0.5"  # bump with src/advcal/analyses/audit/schema/report.schema.json and docs/report.md
@@ -127,9 +128,14 @@ class AuditResult:
 
 
 def report_schema() -> dict[str, object]:
-    """The JSON Schema (draft 2020-12) of report.json, shipped in the package."""
+    """The JSON Schema (draft 2020-12) of report.json: the file shipped in the package, with the
+    flag codes and severities taken from their enums (so a new code is valid once it exists)."""
     text = resources.files("advcal.analyses.audit").joinpath("schema/report.schema.json").read_text("utf-8")
-    return json.loads(text)
+    schema = json.loads(text)
+    flag = schema["$defs"]["flag"]["properties"]
+    flag["code"]["enum"] = [code.value for code in FlagCode]
+    flag["severity"]["enum"] = list(SEVERITIES)
+    return schema
 
 
 def _json_safe(value: object) -> object:
