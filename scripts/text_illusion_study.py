@@ -32,10 +32,10 @@ import torch
 import advcal
 from advcal._core.atomic import write_json_atomic
 from advcal.analyses.illusion.search import optimise_temperature
-from advcal.analyses.text_audit import BUDGET, TEXT_ATTACKS
 from advcal.calibration import fit_temperature
 from advcal.models.state import load_state, unique_state_dict
 from advcal.text import load_text_data
+from advcal.text.attack_table import TEXT_ATTACKS
 from advcal.text.models import TextClassifier, minilm_classifier
 from advcal.text.reference import CLASSES, tweets_minilm
 from advcal.training import Recipe, train
@@ -107,8 +107,8 @@ class SharedEncoderCache:
 
 def adversarial_accuracy(model: SharedEncoderCache, data, attack: str, budget: float, queries: int,
                          loss_temperature: float = 1.0) -> float:
-    made = TEXT_ATTACKS[attack](**{BUDGET[attack]: budget, "seed": SEED, "query_budget": queries,
-                                   "loss_temperature": loss_temperature})
+    made = TEXT_ATTACKS[attack].build(budget, seed=SEED, query_budget=queries,
+                                      loss_temperature=loss_temperature)
     hits = 0
     for first in range(0, len(data), 32):
         texts, labels = data.texts[first:first + 32], torch.from_numpy(data.labels[first:first + 32])

@@ -70,7 +70,7 @@ def test_the_cli_is_at_most_400_lines():
 
 
 @pytest.mark.parametrize("command", ["metrics", "audit", "attack", "illusion", "calibrate", "train",
-                                     "zeroshot"])
+                                     "zeroshot", "list"])
 def test_every_option_is_a_config_field_with_its_default_and_help(command):
     """The command's options are built from its config, so the two cannot drift apart."""
     import dataclasses
@@ -82,7 +82,8 @@ def test_every_option_is_a_config_field_with_its_default_and_help(command):
 
     kind = {"metrics": configs.MetricsConfig, "audit": configs.AuditConfig, "attack": configs.AttackConfig,
             "illusion": configs.IllusionConfig, "calibrate": configs.CalibrateConfig,
-            "train": configs.TrainConfig, "zeroshot": configs.ZeroshotConfig}[command]
+            "train": configs.TrainConfig, "zeroshot": configs.ZeroshotConfig,
+            "list": configs.ListConfig}[command]
     click_command = typer.main.get_command(app).commands[command]
     params = {param.name: param for param in click_command.params}
     fields = {field.name: field for field in dataclasses.fields(kind)}

@@ -16,7 +16,7 @@ _API = (
     "AuditResult", "FixesReport", "IllusionReport", "SuiteResult", "audit", "audit_text",
     "check_illusion", "check_text_illusion", "evaluate_fixes", "evaluate_text_fixes",
     "make_adversarial_set", "report_schema", "run_attack", "run_audit", "run_calibrate", "run_illusion",
-    "run_metrics", "run_train", "run_zeroshot", "run_zeroshot_suite",
+    "run_list", "run_metrics", "run_train", "run_zeroshot", "run_zeroshot_suite",
 )
 __all__ = ["__version__", *_API]
 

@@ -52,6 +52,16 @@ TEXT_COLUMN, LABEL_COLUMN, QUERIES = "Text data: the column holding the texts.",
 FAIL_ON = "Exit with status 1, after writing every output, when a verdict reaches this:"
 
 
+LISTS = ("attacks", "models", "calibrators", "data", "recipes", "text-attacks")
+
+
+@dataclass(frozen=True)
+class ListConfig:
+    """``advcal list WHAT``: the names advcal knows, each with one line on what it is."""
+
+    what: str = required("What to list: " + ", ".join(LISTS) + ".", argument=True)
+
+
 @dataclass(frozen=True)
 class MetricsConfig:
     """``advcal metrics FILE``: a calibration report from saved scores and labels."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection
 
 import numpy as np
 
@@ -34,7 +34,7 @@ def check_fraction(value: object, name: str, *, allow_one: bool = False) -> floa
     return float(value)
 
 
-def check_choice(value: object, name: str, choices: Sequence[str]) -> str:
+def check_choice(value: object, name: str, choices: Collection[str]) -> str:
     """``value`` if it is one of ``choices``, or a ConfigError naming ``name``."""
     if value not in choices:
         raise ConfigError(f"{name}: expected one of {', '.join(choices)}, got {value!r}")

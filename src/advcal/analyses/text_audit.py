@@ -28,7 +28,7 @@ from advcal.analyses.audit.pipeline import BatchPasses, ProgressFn, audit_passes
 from advcal.analyses.audit.result import AuditResult
 from advcal.engine.distributed import World, all_gather_arrays, deal_out, rank_positions, world
 from advcal.models import check_logits, frozen
-from advcal.text.attack_table import BUDGET, DEFAULT_BUDGETS, SCORE_ATTACKS, TEXT_ATTACKS, attack_record
+from advcal.text.attack_table import SCORE_ATTACKS, TEXT_ATTACKS, attack_record
 from advcal.text.data import TextDataset
 from advcal.text.embedding_pgd import EmbeddingPGD
 from advcal.text.models import TextClassifier
@@ -62,7 +62,8 @@ def audit_text(
             classifier wrapped by a calibrator, an ensemble); embedding PGD needs a TextClassifier.
         data: the texts and labels (:func:`advcal.text.parse_text_source`).
         budgets: the sweep (the report's "ε"): fractions of words changed for ``word`` and
-            ``char``, the per-token L2 radius for ``embedding-pgd`` (default: ``DEFAULT_BUDGETS``).
+            ``char``, the per-token L2 radius for ``embedding-pgd`` (default: the attack's
+            ``default_budgets``).
         attack: ``word`` (PWWS-style synonym substitution), ``char`` (DeepWordBug-style
             character edits) or ``embedding-pgd``.
         attack_params: further settings of the attack (``query_budget``, ``steps``, ...).
@@ -103,11 +104,11 @@ def audit_text(
     limits = get_profile(profile)
     if illusion or fixes:
         _check_calibration_inputs(attack, calibration)
-    budgets = list(DEFAULT_BUDGETS[attack]) if budgets is None else [float(b) for b in budgets]
+    budgets = list(TEXT_ATTACKS[attack].default_budgets) if budgets is None else [float(b) for b in budgets]
     labels = [f"{b:g}" for b in budgets]
     if not budgets or len(set(labels)) != len(labels):
         raise InputError(f"budgets: expected distinct values, got {', '.join(labels) or 'none'}")
-    attackers = [TEXT_ATTACKS[attack](**{BUDGET[attack]: budget, "seed": seed, **dict(attack_params or {})})
+    attackers = [TEXT_ATTACKS[attack].build(budget, **{"seed": seed, **dict(attack_params or {})})
                  for budget in budgets]
     record = attack_record(attack, attackers[0].params)
     # Under torchrun each rank audits whole batches, as the image audit does.

@@ -21,7 +21,7 @@ import advcal
 from advcal._core.validation import check_choice, check_int
 from advcal.analyses.fixes import DEFAULT_CALIBRATORS, FIT_ON, FixesReport, check_fix_choices, fixes_table
 from advcal.calibration.base import Calibrator
-from advcal.text.attack_table import BUDGET, SCORE_ATTACKS, TEXT_ATTACKS, attack_record
+from advcal.text.attack_table import SCORE_ATTACKS, TEXT_ATTACKS, attack_record
 from advcal.text.data import TextDataset
 from advcal.text.models import classifier_logits
 
@@ -54,7 +54,7 @@ def evaluate_text_fixes(
     check_int(batch_size, "batch_size", 1)
     check_fix_choices(calibrators, fit_on)
     budgets = [float(b) for b in budgets]
-    attackers = [TEXT_ATTACKS[attack](**{BUDGET[attack]: budget, "seed": seed, **dict(attack_params or {})})
+    attackers = [TEXT_ATTACKS[attack].build(budget, **{"seed": seed, **dict(attack_params or {})})
                  for budget in budgets]
 
     def attacked(data: TextDataset, fitted: Calibrator | None) -> list[torch.Tensor]:
@@ -78,7 +78,8 @@ def evaluate_text_fixes(
                                          budgets, calibrators, fit_on, n_bins)
     return FixesReport(
         baseline=baseline, fixes=fixes, flags=flags,
-        settings={"advcal_version": advcal.__version__, "epsilons": budgets, "budget": BUDGET[attack],
+        settings={"advcal_version": advcal.__version__, "epsilons": budgets,
+                  "budget": TEXT_ATTACKS[attack].budget,
                   "attack": attack_record(attack, attackers[0].params),
                   "calibrators": list(calibrators),
                   "fit_on": list(fit_on), "n_bins": n_bins,

@@ -39,7 +39,7 @@ from advcal.analyses.illusion.detector import (
 )
 from advcal.analyses.illusion.search import log_grid, optimise_temperature
 from advcal.calibration import fit_temperature
-from advcal.text.attack_table import BUDGET, SCORE_ATTACKS, TEXT_ATTACKS
+from advcal.text.attack_table import SCORE_ATTACKS, TEXT_ATTACKS
 from advcal.text.data import TextDataset
 from advcal.text.models import classifier_logits
 
@@ -101,12 +101,12 @@ def check_text_illusion(
     check_choice(attack, "attack", SCORE_ATTACKS)
     check_int(batch_size, "batch_size", 1)
     params = dict(attack_params or {})
-    for reserved in ("scores", "loss_temperature", BUDGET[attack]):
+    for reserved in ("scores", "loss_temperature", TEXT_ATTACKS[attack].budget):
         params.pop(reserved, None)
     runner = _TextRunner(model, batch_size)
 
     def run(data: TextDataset, fraction: float = budget, **options: object) -> float:
-        made = TEXT_ATTACKS[attack](**{BUDGET[attack]: fraction, "seed": seed, **params, **options})
+        made = TEXT_ATTACKS[attack].build(fraction, **{"seed": seed, **params, **options})
         return runner.accuracy(made, data)
 
     clean = runner.logits(test)

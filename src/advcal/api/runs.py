@@ -11,7 +11,7 @@ from pathlib import Path
 
 from advcal._core.atomic import write_json_atomic
 from advcal._core.errors import ConfigError, InputError
-from advcal._core.validation import parse_numbers
+from advcal._core.validation import check_choice, parse_numbers
 from advcal.analyses.adversarial_sets import make_adversarial_set
 from advcal.analyses.audit import AuditResult, audit
 from advcal.analyses.audit.pipeline import default_epsilons
@@ -33,10 +33,12 @@ from advcal.api.specs import (
     text_attack,
 )
 from advcal.configs import (
+    LISTS,
     AttackConfig,
     AuditConfig,
     CalibrateConfig,
     IllusionConfig,
+    ListConfig,
     MetricsConfig,
     TrainConfig,
     ZeroshotConfig,
@@ -56,6 +58,36 @@ TEXT_ILLUSION_BUDGET = 0.2  # the largest fraction of words changed when --eps i
 
 def _quiet(label: str, done: int, total: int | None) -> None:
     """The progress callback that shows nothing."""
+
+
+# Model specs that are forms, not names: listed after the built-in models.
+MODEL_FORMS = (
+    ("package.module:factory", "your own nn.Module, from a factory taking no arguments (--weights FILE)"),
+    ("file.py:factory", "the same, from a Python file"),
+    ("hf:DIR", "a local Hugging Face sequence classifier (text)"),
+    ("clip:ARCH", "an open_clip model with --weights FILE, zero-shot over the data's class names"),
+)
+
+
+def run_list(config: ListConfig) -> list[tuple[str, str]]:
+    """``advcal list``: (name, summary) of every registered name of one kind, in registration order."""
+    what = check_choice(config.what, "what", LISTS)
+    if what == "models":
+        from advcal.models import BUILTIN_MODELS
+        from advcal.text.reference import BUILTIN_TEXT_MODELS
+
+        return [*BUILTIN_MODELS.summaries(), *BUILTIN_TEXT_MODELS.summaries(), *MODEL_FORMS]
+    if what == "attacks":
+        from advcal.attacks import ATTACKS as registry
+    elif what == "calibrators":
+        from advcal.calibration import CALIBRATORS as registry
+    elif what == "data":
+        from advcal.data import KINDS as registry
+    elif what == "recipes":
+        from advcal.training import RECIPES as registry
+    else:
+        from advcal.text.attack_table import TEXT_ATTACKS as registry
+    return registry.summaries()
 
 
 def run_metrics(config: MetricsConfig) -> CalibrationReport:
@@ -269,7 +301,7 @@ def run_calibrate(config: CalibrateConfig, progress: Progress = _quiet) -> tuple
     chosen = {"calibrators": split_names(config.calibrators), "fit_on": split_names(config.fit_on)}
     if is_text_audit([config.model], config.data):
         from advcal._core.validation import check_choice
-        from advcal.text.attack_table import DEFAULT_BUDGETS, SCORE_ATTACKS
+        from advcal.text.attack_table import SCORE_ATTACKS, TEXT_ATTACKS
 
         if config.normalize:
             raise ConfigError("--normalize: not available for text models (they read texts, not pixels)")
@@ -281,7 +313,8 @@ def run_calibrate(config: CalibrateConfig, progress: Progress = _quiet) -> tuple
             config.data, split=config.calibration_split, limit=config.limit, **columns
         )
         spec, net = config.model, load_text_model(config.model, weights=config.weights)
-        budgets = parse_numbers(config.eps, "eps") if config.eps else list(DEFAULT_BUDGETS[attack])
+        default = TEXT_ATTACKS[attack].default_budgets
+        budgets = parse_numbers(config.eps, "eps") if config.eps else list(default)
         progress(f"fitting and attacking calibrators of {spec}", 0, None)
         found = evaluate_text_fixes(
             net,

@@ -14,28 +14,31 @@ from advcal.attacks.confidence import ConfidenceAttack
 from advcal.attacks.fab import FAB
 from advcal.attacks.losses import get_loss
 from advcal.attacks.pgd import FGSM, PGD
-from advcal.attacks.registry import available_attacks, get_attack, register_attack
+from advcal.attacks.registry import ATTACKS, available_attacks, get_attack, register_attack
 from advcal.attacks.square import Square
 from advcal.attacks.targeted import APGDT
 
 register_attack("fgsm", FGSM)
 register_attack("pgd", PGD)
-register_attack("pgd-l2", PGD, norm="l2")
+register_attack("pgd-l2", PGD, "PGD in an L2 ball.", norm="l2")
 register_attack("apgd", APGD)
-register_attack("apgd-ce", APGD, loss="ce")
-register_attack("apgd-dlr", APGD, loss="dlr")
+register_attack("apgd-ce", APGD, "APGD on the cross-entropy loss.", loss="ce")
+register_attack("apgd-dlr", APGD, "APGD on the DLR loss (scale-invariant: blind to temperature).", loss="dlr")
 register_attack("apgd-t", APGDT)
 register_attack("fab-t", FAB)
 register_attack("autoattack", AutoAttack)
-register_attack("autoattack-l2", AutoAttack, norm="l2")
+register_attack("autoattack-l2", AutoAttack, "The standard AutoAttack ensemble in an L2 ball.", norm="l2")
 register_attack("square", Square)
 register_attack("confidence", ConfidenceAttack)
-register_attack("confidence-down", ConfidenceAttack, direction="down")
-register_attack("confidence-up", ConfidenceAttack, direction="up")
+register_attack("confidence-down", ConfidenceAttack,
+                "Push confidence down on correct predictions, keeping them.", direction="down")
+register_attack("confidence-up", ConfidenceAttack,
+                "Push confidence up on wrong predictions, keeping them.", direction="up")
 
 __all__ = [
     "APGD",
     "APGDT",
+    "ATTACKS",
     "FAB",
     "FGSM",
     "PGD",

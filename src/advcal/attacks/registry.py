@@ -5,24 +5,23 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from advcal._core.errors import ConfigError
+from advcal._core.registry import Registry, first_line
 from advcal.attacks.base import Attack
 
-_REGISTRY: dict[str, tuple[Callable[..., Attack], dict[str, object]]] = {}
+# name -> (factory, the defaults it is called with)
+ATTACKS: Registry[tuple[Callable[..., Attack], dict[str, object]]] = Registry("attack")
 
 
-def register_attack(name: str, factory: Callable[..., Attack], **defaults: object) -> None:
-    """Make ``factory(**defaults, **params)`` available as ``get_attack(name, **params)``."""
-    if name in _REGISTRY:
-        raise ConfigError(f"attack: the name {name!r} is already registered")
-    _REGISTRY[name] = (factory, defaults)
+def register_attack(name: str, factory: Callable[..., Attack], summary: str | None = None,
+                    **defaults: object) -> None:
+    """Make ``factory(**defaults, **params)`` available as ``get_attack(name, **params)``;
+    ``summary`` (for ``advcal list attacks``) defaults to the factory's docstring's first line."""
+    ATTACKS.add(name, (factory, defaults), first_line(factory) if summary is None else summary)
 
 
 def get_attack(name: str, **params: object) -> Attack:
     """A configured attack by registered name, e.g. ``get_attack("pgd", eps=8/255, steps=20)``."""
-    key = name.lower()
-    if key not in _REGISTRY:
-        raise ConfigError(f"attack: unknown attack {name!r}; known: {', '.join(available_attacks())}")
-    factory, defaults = _REGISTRY[key]
+    factory, defaults = ATTACKS.pick(name.lower() if isinstance(name, str) else name, "attack")
     try:
         return factory(**{**defaults, **params})
     except TypeError as error:  # an unknown keyword: name it
@@ -31,4 +30,4 @@ def get_attack(name: str, **params: object) -> Attack:
 
 def available_attacks() -> list[str]:
     """The registered attack names, sorted."""
-    return sorted(_REGISTRY)
+    return sorted(ATTACKS)

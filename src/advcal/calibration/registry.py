@@ -8,16 +8,16 @@ from pathlib import Path
 from safetensors.torch import load_file
 
 from advcal._core.errors import InputError
+from advcal._core.registry import Registry
 from advcal.calibration.base import PARAMS_FILE, TENSORS_FILE, Calibrator
 from advcal.calibration.binning import HistogramBinning, IsotonicCalibration
 from advcal.calibration.temperature import AdversarialTemperatureScaling, TemperatureScaling
 from advcal.calibration.vector import VectorScaling
 
-CALIBRATORS: dict[str, type[Calibrator]] = {
-    cls.kind: cls
-    for cls in (TemperatureScaling, VectorScaling, IsotonicCalibration, HistogramBinning,
-                AdversarialTemperatureScaling)
-}
+CALIBRATORS: Registry[type[Calibrator]] = Registry("calibrator")
+for _calibrator in (TemperatureScaling, VectorScaling, IsotonicCalibration, HistogramBinning,
+                    AdversarialTemperatureScaling):
+    CALIBRATORS.add(_calibrator.kind, _calibrator)
 
 
 def load_calibrator(folder: str | Path) -> Calibrator:

@@ -14,10 +14,26 @@ from advcal.configs import (
     AuditConfig,
     CalibrateConfig,
     IllusionConfig,
+    ListConfig,
     MetricsConfig,
     TrainConfig,
     ZeroshotConfig,
 )
+
+
+@command(ListConfig, "list")
+def list_names(config: ListConfig) -> None:
+    """What advcal knows by name: attacks, models, calibrators, data, recipes or text-attacks."""
+    from rich.table import Table
+
+    from advcal.api.runs import run_list
+
+    table = Table(title=f"advcal {config.what}")
+    table.add_column("name", style="bold", no_wrap=True)
+    table.add_column("what it is")
+    for name, summary in run_list(config):
+        table.add_row(name, summary)
+    console.print(table)
 
 
 @command(MetricsConfig)

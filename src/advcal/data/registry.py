@@ -8,24 +8,24 @@ import numpy as np
 import torch
 
 from advcal._core.errors import ConfigError, InputError
+from advcal._core.registry import Registry
 from advcal._core.validation import check_int
 from advcal.data import cifar, digits, fashion_mnist, folder, npz, torchvision_source
 from advcal.data.base import SourceKind
 from advcal.data.source import DataSource
 from advcal.data.splits import SPLITS, WHOLE, split_official_train, split_three_way, stratified_order
 
-KINDS: dict[str, SourceKind] = {
-    kind.name: kind
-    for kind in (
-        digits.KIND,
-        fashion_mnist.KIND,
-        cifar.CIFAR10_KIND,
-        cifar.CIFAR100_KIND,
-        npz.KIND,
-        folder.KIND,
-        torchvision_source.KIND,
-    )
-}
+KINDS: Registry[SourceKind] = Registry("data kind")
+for _kind, _summary in (
+    (digits.KIND, "scikit-learn's 8x8 digits (1,797 images, 10 classes)"),
+    (fashion_mnist.KIND, "Fashion-MNIST's IDX files, from DIR or the offline copy"),
+    (cifar.CIFAR10_KIND, "CIFAR-10's python batches in DIR (its official test set)"),
+    (cifar.CIFAR100_KIND, "CIFAR-100's python batches in DIR (its official test set)"),
+    (npz.KIND, "a numpy.savez file: x (N, C, H, W) in [0, 1] or uint8 and y (N,) labels, audited whole"),
+    (folder.KIND, "an image folder, one subfolder per class (ImageFolder layout), audited whole"),
+    (torchvision_source.KIND, "a torchvision.datasets class NAME, from its files under ROOT (no download)"),
+):
+    KINDS.add(_kind.name, _kind, f"{_kind.usage}: {_summary}")
 
 
 def available_sources() -> list[str]:

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from advcal._core.errors import ConfigError, InputError
+from advcal._core.registry import Registry
 from advcal.models.provenance import FACTORY, FILE, SHIPPED, record_origin
 from advcal.models.reference import DigitsCNN, FashionCNN
 from advcal.models.state import load_state
@@ -38,7 +39,8 @@ class BuiltinModel:
     temperature: float = 1.0
 
 
-BUILTIN_MODELS: dict[str, BuiltinModel] = {
+BUILTIN_MODELS: Registry[BuiltinModel] = Registry("built-in model")
+for _name, _model in {
     "digits-cnn": BuiltinModel(DigitsCNN, "digits-cnn.safetensors", "digits",
                                "DigitsCNN, standard training"),
     "digits-cnn-at": BuiltinModel(DigitsCNN, "digits-cnn-at.safetensors", "digits",
@@ -51,7 +53,8 @@ BUILTIN_MODELS: dict[str, BuiltinModel] = {
                                 "FashionCNN, standard training"),
     "fashion-cnn-at": BuiltinModel(FashionCNN, "fashion-cnn-at.safetensors", "fashion-mnist",
                                    "FashionCNN, PGD adversarial training"),
-}
+}.items():
+    BUILTIN_MODELS.add(_name, _model, f"{_model.description}; data: {_model.data}")
 
 
 def load_model(

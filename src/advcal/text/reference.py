@@ -9,13 +9,17 @@ from __future__ import annotations
 from pathlib import Path
 
 from advcal._core.errors import MissingDependencyError
+from advcal._core.registry import Registry
 
 TEXT_WEIGHTS_DIR = Path(__file__).parent / "weights"
 HEAD_FILE = "tweets-minilm-head.safetensors"
 CLASSES = ["negative", "positive"]
 # Built-in text classifiers: name -> inference temperature. The cold and hot variants serve the
 # same weights over- and under-confident, for the illusion-of-robustness demonstrations.
-BUILTIN_TEXT_MODELS = {"tweets-minilm": 1.0, "tweets-minilm-cold": 1e-3, "tweets-minilm-hot": 1e4}
+BUILTIN_TEXT_MODELS: Registry[float] = Registry("built-in text model")
+BUILTIN_TEXT_MODELS.add("tweets-minilm", 1.0, "all-MiniLM-L6-v2 with a linear head, tweet sentiment (tweets)")
+BUILTIN_TEXT_MODELS.add("tweets-minilm-cold", 1e-3, "tweets-minilm served at T = 0.001 (over-confident)")
+BUILTIN_TEXT_MODELS.add("tweets-minilm-hot", 1e4, "tweets-minilm served at T = 10000 (under-confident)")
 
 
 def tweets_minilm(temperature: float = 1.0):  # -> TextClassifier (transformers imported lazily)

@@ -40,14 +40,23 @@ import torch
 from torch import nn
 
 from advcal._core.errors import ConfigError
+from advcal._core.registry import Registry
 from advcal._core.validation import check_choice, check_int, check_positive
 from advcal.attacks.geometry import random_start
 from advcal.models import frozen
 from advcal.training.inputs import Inputs, logits_of, perturb
 
+# name -> the kind of model it trains ("image" classifiers or "clip" encoders).
+RECIPES: Registry[str] = Registry("recipe")
+RECIPES.add("standard", "image", "Cross-entropy on clean inputs.")
+RECIPES.add("pgd-at", "image", "Madry et al.: cross-entropy on PGD examples.")
+RECIPES.add("trades", "image", "Zhang et al.: clean cross-entropy plus beta * KL(p(x) || p(x')).")
+RECIPES.add("fgsm-rs", "image", "Fast adversarial training: one FGSM step of 1.25 eps, random start.")
+RECIPES.add("ucat", "clip", "arXiv 2512.12997: tecoa's loss plus a Dirichlet KL to the frozen original.")
+RECIPES.add("tecoa", "clip", "Mao et al.: cross-entropy on PGD examples of the zero-shot logits.")
+RECIPES.add("fare", "clip", "Schlarmann et al.: adversarial embeddings pulled to the frozen encoder's.")
 # The CLIP fine-tuning recipes; `advcal train` gives them UCAT's settings by default (configs.TrainConfig).
-CLIP_RECIPES = ("ucat", "tecoa", "fare")
-RECIPES = ("standard", "pgd-at", "trades", "fgsm-rs", *CLIP_RECIPES)
+CLIP_RECIPES = tuple(name for name, trains in RECIPES.items() if trains == "clip")
 # Recipes whose loss compares the model with a frozen copy of itself as training began.
 WITH_REFERENCE = ("ucat", "fare")
 
