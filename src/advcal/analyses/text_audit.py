@@ -12,11 +12,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
-import torch
 from torch import nn
 
 import advcal
@@ -24,15 +22,14 @@ from advcal._core.devices import module_device
 from advcal._core.errors import InputError
 from advcal._core.validation import check_choice, check_int
 from advcal.analyses.audit.flags import fix_flag, get_profile, illusion_flags
-from advcal.analyses.audit.pipeline import BatchPasses, ProgressFn, audit_passes
+from advcal.analyses.audit.pipeline import model_audit
 from advcal.analyses.audit.result import AuditResult
 from advcal.engine.distributed import World, all_gather_arrays, deal_out, rank_positions, world
-from advcal.models import check_logits, frozen
+from advcal.engine.passes import ProgressFn, stream
+from advcal.engine.text_passes import TextAttacks
 from advcal.text.attack_table import SCORE_ATTACKS, TEXT_ATTACKS, attack_record
 from advcal.text.data import TextDataset
-from advcal.text.embedding_pgd import EmbeddingPGD
 from advcal.text.models import TextClassifier
-from advcal.text.words import word_diff
 
 
 def audit_text(
@@ -119,13 +116,11 @@ def audit_text(
     part = data.subset(positions)
     results = []
     for name, model in models.items():
-        found: list[dict[str, object]] = []
-        queries = [0]
-        passes = _text_passes(model, part, attackers, batch_size, budgets, found, examples, queries)
-        results.append(audit_passes(name, passes, len(part), budgets, attack, n_bins, bootstrap, seed,
-                                    limits, progress, ranks))
+        modality = TextAttacks(part, attackers, budgets, batch_size, examples)
+        streamed = stream(name, model, modality, budgets, n_bins, bootstrap, seed, progress, ranks)
+        results.append(model_audit(name, streamed, budgets, attack, bootstrap, limits))
         results[-1].examples, results[-1].cost["queries"] = _gathered_examples(
-            found, queries[0], examples, data, ranks)
+            modality.examples, modality.queries, examples, data, ranks)
     if illusion or fixes:
         def checks(model: nn.Module) -> dict[str, object]:
             return _text_model_checks(model, data, calibration, budgets, attack, attack_params, seed,
@@ -203,33 +198,6 @@ def text_fingerprint(data: TextDataset) -> str:
     return digest.hexdigest()
 
 
-def _text_passes(
-    model: TextClassifier, data: TextDataset, attackers: list, batch_size: int, budgets: list[float],
-    examples: list[dict[str, object]], wanted: int, queries: list[int],
-) -> Iterator[BatchPasses]:
-    """Clean logits per batch, then every budget's attack; keeps the first successful examples."""
-    for start in range(0, len(data), batch_size):
-        batch = data.subset(np.arange(start, min(start + batch_size, len(data))))
-        y, index = torch.from_numpy(batch.labels), torch.from_numpy(batch.index)
-        began = time.perf_counter()
-        with frozen(model), torch.no_grad():
-            clean_logits = check_logits(model(batch.texts), len(batch), "text classifier").cpu()
-        clean_seconds = time.perf_counter() - began
-        began = time.perf_counter()
-        adversarial, forward, backward = [], 1, 0
-        for budget, attacker in zip(budgets, attackers, strict=True):
-            result = attacker(model, batch.texts, y, index=index)
-            adversarial.append(result.logits.detach().cpu())
-            if isinstance(attacker, EmbeddingPGD):
-                forward, backward = forward + result.forward_passes, backward + result.backward_passes
-            else:  # score-based attacks: every text scored is one query
-                queries[0] += int(result.queries.sum())
-                if budget == budgets[-1]:  # examples from the last (normally largest) budget
-                    _keep_examples(examples, wanted, batch, clean_logits, result, budget)
-        yield BatchPasses(index, y, clean_logits, adversarial, forward, backward, clean_seconds,
-                          time.perf_counter() - began)
-
-
 def _gathered_examples(
     found: list[dict[str, object]], queries: int, wanted: int, data: TextDataset, ranks: World,
 ) -> tuple[list[dict[str, object]], int]:
@@ -244,25 +212,3 @@ def _gathered_examples(
     every = [example for part in parts for example in json.loads(part["examples"].tobytes().decode("utf-8"))]
     every.sort(key=lambda example: position[example["index"]])
     return every[:wanted], int(sum(int(part["queries"][0]) for part in parts))
-
-
-def _keep_examples(examples: list[dict[str, object]], wanted: int, batch: TextDataset,
-                   clean_logits: torch.Tensor, result: object, budget: float) -> None:
-    """The first ``wanted`` correctly classified texts, in data order, that ``result`` flipped."""
-    clean_probs = clean_logits.softmax(1)
-    adv_probs = result.logits.detach().cpu().softmax(1)
-    for i, (original, perturbed) in enumerate(zip(result.original, result.perturbed, strict=True)):
-        if len(examples) >= wanted:
-            return
-        label = int(batch.labels[i])
-        if original == perturbed or int(clean_probs[i].argmax()) != label or not bool(result.success[i]):
-            continue
-        examples.append({
-            "index": int(batch.index[i]), "budget": budget, "label": batch.classes[label],
-            "clean_prediction": batch.classes[int(clean_probs[i].argmax())],
-            "clean_confidence": float(clean_probs[i].max()),
-            "adversarial_prediction": batch.classes[int(adv_probs[i].argmax())],
-            "adversarial_confidence": float(adv_probs[i].max()),
-            "original": original, "perturbed": perturbed,
-            "diff": [[word, changed] for word, changed in word_diff(original, perturbed)],
-        })

@@ -9,8 +9,7 @@ intervals and smooth ECE; flags compare clean and adversarial figures.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -35,55 +34,16 @@ from advcal.analyses.audit.flags import (
 from advcal.analyses.audit.result import HEADLINE, AuditResult, ModelAudit
 from advcal.analyses.fixes import evaluate_fixes
 from advcal.analyses.illusion import check_illusion
-from advcal.attacks import Attack, get_attack
-from advcal.calibration import CalibratedModel, attack_calibrated
+from advcal.attacks import get_attack
 from advcal.data import AdversarialSet, DataSource, load_data
 from advcal.defaults import AUDIT
-from advcal.engine.distributed import (
-    World,
-    agree,
-    all_gather_arrays,
-    concatenate_by_index,
-    deal_out,
-    gather_stats,
-    rank_positions,
-    shard,
-    world,
-)
-from advcal.metrics import CalibrationReport, CalibrationStats
-from advcal.metrics.binning import equal_width_bin_index
+from advcal.engine.distributed import agree, deal_out, rank_positions, shard, world
+from advcal.engine.passes import ImageAttack, Modality, ProgressFn, StoredSet, Streamed, stream
+from advcal.metrics import CalibrationReport
 from advcal.metrics.paired import paired_changes
 from advcal.metrics.selective import coverage_threshold, risk_coverage, selective_risk
 from advcal.models import check_logits, frozen, model_fingerprint
 from advcal.models.provenance import model_origins
-
-ProgressFn = Callable[[str, int, int], None]
-
-
-class SampleRecords:
-    """Per-sample predictions, confidences and bins, clean and at each ε, for the tails."""
-
-    def __init__(self, n_bins: int) -> None:
-        self.n_bins = n_bins
-        self.parts: dict[str, list[np.ndarray]] = {}
-
-    def add(self, condition: str, logits: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> None:
-        confidence, prediction = torch.softmax(logits.double(), 1).max(1)
-        columns = {
-            "index": index.numpy(),
-            "label": y.numpy(),
-            f"{condition}/prediction": prediction.numpy(),
-            f"{condition}/confidence": confidence.numpy(),
-            f"{condition}/bin": equal_width_bin_index(confidence, self.n_bins).numpy(),
-            f"{condition}/correct": (prediction == y).numpy(),
-        }
-        for name, column in columns.items():
-            if name in ("index", "label") and condition != "clean":
-                continue
-            self.parts.setdefault(name, []).append(column)
-
-    def arrays(self) -> dict[str, np.ndarray]:
-        return {name: np.concatenate(parts) for name, parts in self.parts.items()}
 
 
 def _summary(report: CalibrationReport) -> dict[str, object]:
@@ -196,10 +156,10 @@ def audit(
         if not positions:
             raise InputError(f"adv_set: {data.path} has {len(data.manifest['shards'])} shards, fewer than "
                              f"the {ranks.size} processes; use fewer processes")
-        part_size = sum(data.shard_size(k) for k in positions)
+        modality: Modality = StoredSet(data, positions, batch_size)
     else:
-        part = shard(data, ranks, block=batch_size) if ranks.size > 1 else data
-        part_size = len(part)
+        modality = ImageAttack(shard(data, ranks, block=batch_size) if ranks.size > 1 else data, attacker,
+                               batch_size)
     # Every model must take this data before anything is attacked (or any state changes); under
     # several processes every rank learns of a failure on any of them.
     failure = None
@@ -212,16 +172,12 @@ def audit(
     agree(failure, ranks)
     results = []
     devices = []
+    attack_name = str(attack_params_record["attack"])
     for name, model in models.items():
         devices.append(str(target or module_device(model)))
         with placed(model, target):
-            if isinstance(data, AdversarialSet):
-                passes = _stored_passes(name, model, data, batch_size, positions)
-            else:
-                passes = _attack_passes(name, model, part, attacker, batch_size)
-            attack_name = str(attack_params_record["attack"])
-            results.append(audit_passes(name, passes, part_size, epsilons, attack_name, n_bins, bootstrap,
-                                        seed, limits, progress, ranks))
+            streamed = stream(name, model, modality, epsilons, n_bins, bootstrap, seed, progress, ranks)
+            results.append(model_audit(name, streamed, epsilons, attack_name, bootstrap, limits))
             if isinstance(data, AdversarialSet):
                 results[-1].evaluation = _stored_evaluation(model, data)
                 results[-1].flags.extend(flag.as_dict() for flag in evaluation_flags(results[-1].evaluation))
@@ -258,112 +214,17 @@ def audit(
     return AuditResult(config=config, models=results)
 
 
-@dataclass
-class BatchPasses:
-    """One batch's model outputs: clean logits and logits per ε (on the CPU), and their cost."""
-
-    index: torch.Tensor
-    y: torch.Tensor
-    clean_logits: torch.Tensor
-    adversarial_logits: list[torch.Tensor]
-    forward: int
-    backward: int
-    clean_seconds: float
-    attack_seconds: float
-
-
-def _attack_passes(
-    name: str, model: nn.Module, data: DataSource, attacker: Attack, batch_size: int
-) -> Iterator[BatchPasses]:
-    """Clean logits (one forward pass per batch), then the attack at every ε from them."""
-    device = module_device(model)
-    for index, x, y in data.batches(batch_size):
-        start = time.perf_counter()
-        x_dev, y_dev = x.to(device), y.to(device)
-        with frozen(model), torch.no_grad():
-            clean_logits = check_logits(model(x_dev), len(x), f"model {name}")
-        clean_seconds = time.perf_counter() - start
-        start = time.perf_counter()
-        if isinstance(model, CalibratedModel):  # end to end, or BPDA for non-differentiable calibrators
-            results = attack_calibrated(attacker, model, x_dev, y_dev, index)
-        else:
-            results = attacker(model, x_dev, y_dev, index=index, clean_logits=clean_logits)
-        yield BatchPasses(
-            index, y, clean_logits.cpu(), [result.logits.cpu() for result in results],
-            1 + sum(r.forward_passes for r in results), sum(r.backward_passes for r in results),
-            clean_seconds, time.perf_counter() - start,
-        )
-
-
-def _stored_passes(
-    name: str, model: nn.Module, adv: AdversarialSet, batch_size: int, positions: Sequence[int]
-) -> Iterator[BatchPasses]:
-    """The model's logits at a stored set's clean and adversarial inputs: forward passes only."""
-    device = module_device(model)
-    for index, x, y, adversarial in adv.batches(batch_size, positions):
-        start = time.perf_counter()
-        with frozen(model), torch.no_grad():
-            clean_logits = check_logits(model(x.to(device)), len(x), f"model {name}").cpu()
-            clean_seconds = time.perf_counter() - start
-            start = time.perf_counter()
-            logits = [check_logits(model(x_adv.to(device)), len(x), f"model {name}").cpu()
-                      for x_adv in adversarial]
-        yield BatchPasses(index, y, clean_logits, logits, 1 + len(logits), 0, clean_seconds,
-                          time.perf_counter() - start)
-
-
-def audit_passes(
-    name: str, passes: Iterator[BatchPasses], n_samples: int, epsilons: list[float], attack_name: str,
-    n_bins: int, bootstrap: int, seed: int, limits: Thresholds, progress: ProgressFn | None,
-    ranks: World,
+def model_audit(
+    name: str, streamed: Streamed, epsilons: list[float], attack_name: str, bootstrap: int,
+    limits: Thresholds,
 ) -> ModelAudit:
-    """One model's audit from its batches of clean and per-ε logits, however they were made.
-
-    The image audit feeds it live attacks or a stored set; :func:`advcal.audit_text` feeds
-    it text attacks. Statistics stream per batch; under several processes they are gathered.
-    """
-    def new_stats() -> CalibrationStats:
-        return CalibrationStats(n_bins=n_bins, bootstrap=bootstrap, seed=seed)
-
-    clean_stats = new_stats()
-    records = SampleRecords(n_bins)
-    adversarial = [new_stats() for _ in epsilons]
-    clean_time = attack_time = 0.0
-    forward = backward = 0
-    done = 0
-    failure = None
-    try:
-        for batch in passes:
-            start = time.perf_counter()
-            clean_stats.update(batch.clean_logits, batch.y, index=batch.index)
-            records.add("clean", batch.clean_logits, batch.y, batch.index)
-            clean_time += batch.clean_seconds + time.perf_counter() - start
-            start = time.perf_counter()
-            for eps, stats, logits in zip(epsilons, adversarial, batch.adversarial_logits, strict=True):
-                stats.update(logits, batch.y, index=batch.index)
-                records.add(f"eps={eps:g}", logits, batch.y, batch.index)
-            attack_time += batch.attack_seconds + time.perf_counter() - start
-            forward += batch.forward
-            backward += batch.backward
-            done += len(batch.y)
-            if progress is not None:
-                progress(name, done, n_samples)
-    except BaseException as error:  # every rank must learn of it; agree re-raises it
-        failure = error
-    agree(failure, ranks)  # one process: re-raises; several: all raise if any rank failed
-    samples = records.arrays()
-    if ranks.size > 1:
-        clean_stats = gather_stats(clean_stats, ranks)
-        adversarial = [gather_stats(stats, ranks) for stats in adversarial]
-        samples = concatenate_by_index(all_gather_arrays(samples, ranks))
-        costs = all_gather_arrays({"passes": np.array([forward, backward]),
-                                   "seconds": np.array([clean_time, attack_time])}, ranks)
-        forward, backward = (int(sum(c["passes"][k] for c in costs)) for k in (0, 1))
-        # Wall time of the slowest rank: the ranks ran side by side.
-        clean_time, attack_time = (float(max(c["seconds"][k] for c in costs)) for k in (0, 1))
+    """One model's audit from what its passes streamed (:func:`advcal.engine.passes.stream`),
+    whatever the modality: reports clean and per ε, paired tests, selective prediction, flags."""
+    samples = streamed.samples
     start = time.perf_counter()
-    clean = clean_stats.compute(smooth=True)
-    attacked = [(eps, stats.compute(smooth=True)) for eps, stats in zip(epsilons, adversarial, strict=True)]
+    clean = streamed.clean.compute(smooth=True)
+    attacked = [(eps, stats.compute(smooth=True))
+                for eps, stats in zip(epsilons, streamed.adversarial, strict=True)]
     clean_entry = _summary(clean)
     clean_entry["selective"] = _selective(samples, "clean")
     threshold = coverage_threshold(samples["clean/confidence"], limits.abstention_coverage)
@@ -399,8 +260,9 @@ def audit_passes(
         attacks=attacks,
         flags=[flag.as_dict() for flag in flags],
         samples=samples,
-        cost={"forward_passes": forward, "backward_passes": backward,
-              "seconds": {"clean": clean_time, "attack": attack_time, "metrics": metrics_time}},
+        cost={"forward_passes": streamed.forward, "backward_passes": streamed.backward,
+              "seconds": {"clean": streamed.clean_seconds, "attack": streamed.attack_seconds,
+                          "metrics": metrics_time}},
     )
 
 
