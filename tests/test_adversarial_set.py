@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -22,6 +24,7 @@ from advcal.data import AdversarialSet, load_data
 from advcal.data.adversarial import ZSTD_MAGIC, decode_shard
 from advcal.errors import ConfigError, InputError
 from advcal.models import load_model, model_fingerprint
+from conftest import advcal_cli, one_line_error
 
 EPS = [0.05, 0.1]
 
@@ -169,3 +172,72 @@ def test_stored_audit_equals_the_live_one_and_another_model_is_flagged_as_transf
     assert next(f for f in transfer["flags"] if f["code"] == "TRANSFER_EVALUATION")["severity"] == "warning"
     with pytest.raises(ConfigError, match="holds ε"):
         audit({"net": model}, stored, [0.3])
+
+
+def _tamper_shard_outside(manifest: dict, folder: Path) -> None:
+    """Point shard 0 at a copy of itself outside the set (hash intact): a path traversal."""
+    outside = folder.parent / "outside.safetensors"
+    outside.write_bytes((folder / manifest["shards"][0]["file"]).read_bytes())
+    manifest["shards"][0]["file"] = "../outside.safetensors"
+
+
+# (what is wrong, how the manifest is changed, what the error says)
+TAMPERINGS = [
+    ("a shard outside the folder", _tamper_shard_outside, "expected a plain name"),
+    ("an absolute shard path", lambda m, f: m["shards"][0].update(file=str(f / m["shards"][0]["file"])),
+     "expected a plain name"),
+    ("a shard name that is not a string", lambda m, f: m["shards"][1].update(file=7), "names the file 7"),
+    ("no recipe", lambda m, f: m.pop("recipe"), "expected a recipe object and a shards list"),
+    ("shards not a list", lambda m, f: m.update(shards={"0": {}}),
+     "expected a recipe object and a shards list"),
+    ("a shard that is not an object", lambda m, f: m["shards"].__setitem__(1, "shard"),
+     "shard 1 is not an object"),
+    ("no model fingerprint", lambda m, f: m["recipe"]["model"].pop("fingerprint"),
+     "lacks its data, attack or model"),
+    ("ε as a string", lambda m, f: m["recipe"].update(epsilons="0.05,0.1"), "is not a list of numbers"),
+    ("a count as a string", lambda m, f: m["recipe"]["data"].update(n_samples="60"), "lacks n_samples"),
+    ("counts that disagree", lambda m, f: m["recipe"]["data"].update(n_samples=61),
+     "the shards hold 60 samples, the recipe says 61"),
+    ("a gap between shards", lambda m, f: m["shards"][1].update(start=17), "expected to start at 16"),
+    ("an empty shard", lambda m, f: m["shards"][3].update(stop=48), "hold at least one sample"),
+    ("a malformed sha256", lambda m, f: m["shards"][0].update(sha256="abc"), "64 hexadecimal digits"),
+    ("complete with a shard missing", lambda m, f: m["shards"][2].update(sha256=None),
+     "marked complete with shards missing"),
+]
+
+
+@pytest.fixture(scope="module")
+def stored_set(small, tmp_path_factory) -> Path:
+    model, data = small
+    folder = tmp_path_factory.mktemp("stored") / "set"
+    make_adversarial_set(model, data, EPS, folder, attack_params={"steps": 2}, seed=7, shard_size=16,
+                         batch_size=16)
+    return folder
+
+
+@pytest.mark.parametrize(("what", "tamper", "message"), TAMPERINGS, ids=[t[0] for t in TAMPERINGS])
+def test_a_tampered_manifest_is_refused_on_read_and_on_resume(small, stored_set, tmp_path, what, tamper,
+                                                             message):
+    folder = tmp_path / "set"
+    shutil.copytree(stored_set, folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    tamper(manifest, folder)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(InputError, match=re.escape(message)):
+        AdversarialSet(folder)
+    model, data = small
+    with pytest.raises(InputError, match=re.escape(message)):
+        make_adversarial_set(model, data, EPS, folder, attack_params={"steps": 2}, seed=7, shard_size=16,
+                             batch_size=16)
+
+
+def test_a_traversing_manifest_is_one_line_at_the_command_line(stored_set, tmp_path):
+    folder = tmp_path / "set"
+    shutil.copytree(stored_set, folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    _tamper_shard_outside(manifest, folder)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    line = one_line_error(advcal_cli("audit", "--adv-set", str(folder), "--model", "digits-cnn",
+                                     "--out", str(tmp_path / "report")))
+    assert "adv_set:" in line and "'../outside.safetensors'" in line
+    assert not (tmp_path / "report").exists()

@@ -323,3 +323,24 @@ def test_registry(digits_model, batch):
         get_attack("pgdd")
     with pytest.raises(ConfigError, match=r"attack 'pgd'.*unexpected keyword argument 'stepz'"):
         get_attack("pgd", stepz=3)
+
+
+# Cheap settings per attack (the ensembles are these attacks in turn).
+QUICK = {"apgd": {"steps": 3}, "apgd-ce": {"steps": 3}, "apgd-dlr": {"steps": 3}, "apgd-t": {"steps": 3},
+         "fab-t": {"steps": 3}, "square": {"queries": 20}, "pgd": {"steps": 3}, "pgd-l2": {"steps": 3},
+         "confidence": {"steps": 3}, "confidence-down": {"steps": 3}, "confidence-up": {"steps": 3}}
+
+
+@pytest.mark.parametrize("context", ["no_grad", "inference_mode"])
+@pytest.mark.parametrize("name", [name for name in available_attacks() if not name.startswith("autoattack")])
+def test_an_attack_inside_no_grad_or_inference_mode_is_the_same_attack(name, context, digits_model, batch):
+    """Evaluation code wraps everything in no_grad; the attack switches gradients on itself."""
+    model, (x, y) = digits_model, (batch[0][:32], batch[1][:32])
+    eps = 0.5 if name in ("pgd-l2", "fab-t") else 0.1
+    attack = get_attack(name, eps=eps, seed=0, **QUICK.get(name, {}))
+    outside = attack(model, x, y, index=torch.arange(len(x)))
+    with getattr(torch, context)():
+        inner_x = x.clone()  # under inference_mode: an inference tensor
+        inside = attack(model, inner_x, y, index=torch.arange(len(x)))
+    assert torch.equal(inside.x_adv, outside.x_adv) and torch.equal(inside.logits, outside.logits)
+    assert torch.is_grad_enabled() and not torch.is_inference_mode_enabled()  # the caller's state is back

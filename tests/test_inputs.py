@@ -132,3 +132,45 @@ def test_flat_predictions_with_many_classes():
     assert report["confidence_mean"] == pytest.approx(0.01)
     # Each class: one bin holding all 50 samples, probability mass 0.5 against 1 or 0 hits.
     assert report["sce"] == pytest.approx(0.5 / 50, abs=1e-12)
+
+
+def _snapshot(stats: CalibrationStats) -> tuple:
+    """Everything an update can change, comparable with ==."""
+    state = stats.state_dict() if stats.n_samples else {}
+    return (stats.n_classes, stats.indexed, stats.n_samples,
+            sorted((name, value.tobytes()) for name, value in state.items()))
+
+
+# (what is wrong, scores, labels, index): each refused before anything changes.
+BAD_BATCHES = [
+    ("a label out of range", torch.zeros(4, 3), torch.tensor([0, 1, 2, 3]), torch.arange(4)),
+    ("a float index", torch.zeros(4, 3), torch.tensor([0, 1, 2, 0]), torch.arange(4).double()),
+    ("a negative index", torch.zeros(4, 3), torch.tensor([0, 1, 2, 0]), torch.tensor([0, 1, -2, 3])),
+    ("an index of the wrong length", torch.zeros(4, 3), torch.tensor([0, 1, 2, 0]), torch.arange(3)),
+    ("labels of the wrong length", torch.zeros(4, 3), torch.tensor([0, 1, 2]), torch.arange(4)),
+    ("no index where earlier batches had one", torch.zeros(4, 3), torch.tensor([0, 1, 2, 0]), None),
+    ("another number of classes", torch.zeros(4, 5), torch.tensor([0, 1, 2, 0]), torch.arange(4)),
+    ("a NaN score", torch.tensor([[0.0, float("nan"), 1.0]] * 4), torch.tensor([0, 1, 2, 0]),
+     torch.arange(4)),
+]
+
+
+# Two of them are bad only against an earlier batch; the rest are bad as a first batch too.
+ONLY_AFTER = ("no index where earlier batches had one", "another number of classes")
+CASES = [(*bad, first) for bad in BAD_BATCHES for first in (True, False)
+         if not (first and bad[0] in ONLY_AFTER)]
+
+
+@pytest.mark.parametrize(("what", "scores", "labels", "index", "first"), CASES,
+                         ids=[f"{c[0]}-{'first' if c[4] else 'later'}" for c in CASES])
+def test_a_rejected_batch_leaves_the_statistics_exactly_as_they_were(what, scores, labels, index, first):
+    good = (torch.randn(6, 3, generator=torch.Generator().manual_seed(0)), torch.tensor([0, 1, 2, 0, 1, 2]))
+    stats = CalibrationStats(n_bins=10, bootstrap=4, seed=0)
+    if not first:
+        stats.update(*good, index=torch.arange(100, 106))
+    before = _snapshot(stats)
+    with pytest.raises(InputError):
+        stats.update(scores, labels, index=index)
+    assert _snapshot(stats) == before, what
+    stats.update(*good, index=torch.arange(6))  # and the next good batch is taken
+    assert stats.n_samples == (6 if first else 12)

@@ -101,5 +101,22 @@ def test_state_dict_round_trips_through_safetensors(tmp_path):
     save_file(stats.state_dict(), str(path))
     restored = CalibrationStats.from_state_dict(load_file(str(path)))
     assert restored.compute(smooth=True).to_dict() == stats.compute(smooth=True).to_dict()
-    with pytest.raises(InputError, match="state: missing entries config"):
+    with pytest.raises(InputError, match="state: missing entries config, checksum"):
         CalibrationStats.from_state_dict({})
+
+
+@pytest.mark.parametrize("edit", ["flip one correct", "drop a sample", "change a setting", "no checksum"])
+def test_an_edited_state_is_refused(edit, tmp_path):
+    stats = CalibrationStats(n_bins=12, bootstrap=5, seed=3).update(LOGITS, LABELS, index=torch.arange(600))
+    state = {name: value.copy() for name, value in stats.state_dict().items()}
+    if edit == "flip one correct":
+        state["correct"][0] ^= 1
+    elif edit == "drop a sample":
+        state = {name: value[1:] if value.shape[:1] == (600,) else value for name, value in state.items()}
+    elif edit == "change a setting":
+        state["config"][0] = 15  # n_bins
+    else:
+        del state["checksum"]
+    message = "missing entries checksum" if edit == "no checksum" else "does not match its checksum"
+    with pytest.raises(InputError, match=message):
+        CalibrationStats.from_state_dict(state)

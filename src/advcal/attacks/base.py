@@ -141,10 +141,25 @@ class Attack(ABC):
 
         ``clean_logits``, when the caller already has the model's logits at ``x`` (an audit
         computes them for the clean metrics), spare the attack its one clean forward pass.
+
+        Gradients are switched on for the attack itself, so it works inside the caller's
+        ``torch.no_grad()`` or ``torch.inference_mode()`` (inference tensors are copied first).
         """
         x_t, y_t, index_t = self._check_inputs(x, y, index)
         for eps in self.eps_values:
             _check_eps(eps, self.norm, x_t[0].numel())
+        with torch.inference_mode(False), torch.enable_grad():
+            if x_t.is_inference():
+                x_t = x_t.clone()
+            if clean_logits is not None and clean_logits.is_inference():
+                clean_logits = clean_logits.clone()
+            return self._sweep(model, x_t, y_t, index_t, clean_logits)
+
+    def _sweep(
+        self, model: nn.Module, x_t: torch.Tensor, y_t: torch.Tensor, index_t: torch.Tensor,
+        clean_logits: torch.Tensor | None,
+    ) -> AttackResult | list[AttackResult]:
+        """The attack at every ε of the sweep, gradients on."""
         results = []
         with frozen(model), self._precision(x_t):
             x_t = x_t.to(torch.float64 if self.precision == "float64" else torch.float32)

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import ModuleType
@@ -29,6 +31,9 @@ FORMAT = "advcal.adversarial-set"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+SHARD_FILE = re.compile(r"shard-\d{5}\.safetensors(\.zst)?")
+SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def shard_name(position: int, compression: str | None) -> str:
@@ -75,7 +80,58 @@ def read_manifest(folder: Path) -> dict[str, object]:
             f"adv_set: {path} has format version {manifest.get('format_version')!r}; this advcal "
             f"reads version {FORMAT_VERSION}"
         )
+    _check_manifest(manifest, path)
     return manifest
+
+
+def _check_manifest(manifest: dict[str, object], path: Path) -> None:
+    """Refuse a manifest that was truncated or tampered with: every key of the layout with its
+    type, shards that tile the samples in order, and shard files that are plain names inside the
+    set's folder (a name such as ``../x`` would read or write outside it)."""
+    def bad(what: str) -> InputError:
+        return InputError(f"adv_set: {path} is not a valid manifest: {what}; regenerate the set with "
+                          "advcal attack")
+
+    recipe, shards = manifest.get("recipe"), manifest.get("shards")
+    if not isinstance(recipe, dict) or not isinstance(shards, list):
+        raise bad("expected a recipe object and a shards list")
+    data, attack = recipe.get("data"), recipe.get("attack")
+    model = recipe.get("model")
+    epsilons = recipe.get("epsilons")
+    if not (isinstance(data, dict) and isinstance(attack, dict) and isinstance(model, dict)
+            and isinstance(model.get("fingerprint"), str) and isinstance(attack.get("attack"), str)):
+        raise bad("the recipe lacks its data, attack or model")
+    if not (isinstance(epsilons, list) and epsilons and all(_is_number(e) for e in epsilons)):
+        raise bad(f"epsilons {epsilons!r} is not a list of numbers")
+    n, classes = data.get("n_samples"), data.get("classes")
+    if not (_is_count(n) and isinstance(classes, list) and all(isinstance(c, str) for c in classes)):
+        raise bad("the recipe's data lacks n_samples or classes")
+    start = 0
+    for position, entry in enumerate(shards):
+        if not isinstance(entry, dict):
+            raise bad(f"shard {position} is not an object")
+        file, sha = entry.get("file"), entry.get("sha256")
+        if not isinstance(file, str) or not SHARD_FILE.fullmatch(file):
+            raise bad(f"shard {position} names the file {file!r}, expected a plain name like "
+                      f"{shard_name(position, None)!r} inside the set's folder")
+        if sha is not None and not (isinstance(sha, str) and SHA256.fullmatch(sha)):
+            raise bad(f"shard {position} has sha256 {sha!r}, expected 64 hexadecimal digits")
+        if entry.get("start") != start or not _is_count(entry.get("stop")) or entry["stop"] <= start:
+            raise bad(f"shard {position} covers {entry.get('start')!r}:{entry.get('stop')!r}, expected "
+                      f"to start at {start} and hold at least one sample")
+        start = entry["stop"]
+    if start != n:
+        raise bad(f"the shards hold {start} samples, the recipe says {n}")
+    if manifest.get("complete") is True and any(entry["sha256"] is None for entry in shards):
+        raise bad("it is marked complete with shards missing")
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 class AdversarialSet:

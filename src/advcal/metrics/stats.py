@@ -19,6 +19,7 @@ whole set: counts exactly, sums to float64 rounding. When samples carry explicit
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -134,15 +135,15 @@ class CalibrationStats:
         """
         scores_t = check_scores(scores, self.inputs, "scores")
         n, n_classes = scores_t.shape
-        if self.n_classes is None:
-            self.n_classes = n_classes
-        elif n_classes != self.n_classes:
+        if self.n_classes is not None and n_classes != self.n_classes:
             raise InputError(
                 f"scores: expected {self.n_classes} class columns (as in earlier batches), "
                 f"got {describe(scores_t)}"
             )
         labels_t = check_labels(labels, n, n_classes, "labels")
-        keys = self._keys(index, n)
+        keys, indexed = self._keys(index, n)
+        # Everything is valid: only from here on does the object change.
+        self.n_classes, self.indexed = n_classes, indexed
         if self._cells is None:
             self._cells = _empty_cells(n_classes, self.n_bins, torch.int64, ())
             if self.bootstrap:
@@ -161,7 +162,8 @@ class CalibrationStats:
         self.n_samples += n
         return self
 
-    def _keys(self, index: object | None, n: int) -> np.ndarray:
+    def _keys(self, index: object | None, n: int) -> tuple[np.ndarray, bool]:
+        """The batch's sample keys and whether they are explicit indices (changes nothing)."""
         explicit = index is not None
         if self.indexed is not None and explicit != self.indexed:
             raise InputError(
@@ -169,8 +171,7 @@ class CalibrationStats:
                 f"(earlier batches {'had' if self.indexed else 'had no'} index)"
             )
         if not explicit:
-            self.indexed = False
-            return np.arange(self.n_samples, self.n_samples + n, dtype=np.int64)
+            return np.arange(self.n_samples, self.n_samples + n, dtype=np.int64), False
         index_t = as_tensor(index, "index")
         if index_t.is_floating_point() or index_t.dtype == torch.bool or index_t.shape != (n,):
             raise InputError(
@@ -179,8 +180,7 @@ class CalibrationStats:
         keys = index_t.long().numpy().copy()
         if keys.min() < 0:
             raise InputError(f"index: sample indices must be >= 0, got {int(keys.min())}")
-        self.indexed = True
-        return keys
+        return keys, True
 
     def _update_chunk(
         self,
@@ -273,6 +273,7 @@ class CalibrationStats:
             for name, value in (cells or {}).items():
                 state[prefix + name] = value.numpy()
         state["config"] = self.config_vector(bool(self.indexed))
+        state["checksum"] = state_checksum(state)
         return state
 
     def config_vector(self, indexed: bool) -> np.ndarray:
@@ -285,10 +286,14 @@ class CalibrationStats:
 
     @classmethod
     def from_state_dict(cls, state: dict[str, np.ndarray]) -> CalibrationStats:
-        """Rebuild statistics saved with :meth:`state_dict`."""
-        missing = [name for name in ("config", *_RECORD_FIELDS) if name not in state]
+        """Rebuild statistics saved with :meth:`state_dict`; a state whose content does not
+        match its ``checksum`` (edited, truncated or corrupted) is refused."""
+        missing = [name for name in ("config", "checksum", *_RECORD_FIELDS) if name not in state]
         if missing:
             raise InputError(f"state: missing entries {', '.join(missing)}")
+        if not np.array_equal(np.asarray(state["checksum"]), state_checksum(state)):
+            raise InputError("state: its content does not match its checksum (edited, truncated or "
+                             "corrupted); save the statistics again with state_dict()")
         n_bins, n_classes, classwise, n_boot, seed, indexed, kind = (
             int(v) for v in state["config"]
         )
@@ -348,6 +353,19 @@ class CalibrationStats:
             f"CalibrationStats(n_samples={self.n_samples}, n_classes={self.n_classes}, "
             f"n_bins={self.n_bins}, bootstrap={self.bootstrap})"
         )
+
+
+def state_checksum(state: dict[str, np.ndarray]) -> np.ndarray:
+    """The sha256 (32 uint8) of every entry of a state but ``checksum``: names, dtypes, shapes
+    and bytes, in name order."""
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        if name == "checksum":
+            continue
+        value = np.ascontiguousarray(state[name])
+        digest.update(f"{name}:{value.dtype.str}:{value.shape};".encode())
+        digest.update(value.tobytes())
+    return np.frombuffer(digest.digest(), dtype=np.uint8).copy()
 
 
 def _sorted_by_key(records: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

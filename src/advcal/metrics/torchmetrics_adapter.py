@@ -17,7 +17,7 @@ import torch
 from advcal._core.errors import InputError, MissingDependencyError
 from advcal._core.torchvision_compat import ensure_torchvision_importable
 from advcal.metrics.report import CalibrationReport
-from advcal.metrics.stats import CalibrationStats
+from advcal.metrics.stats import CalibrationStats, state_checksum
 
 ensure_torchvision_importable()  # torchmetrics imports torchvision when it is installed
 try:
@@ -111,4 +111,5 @@ class CalibrationMetric(Metric):
         if not config.bootstrap:
             state["key"] = np.arange(len(state["key"]), dtype=np.int64)
         state["config"] = config.config_vector(indexed=bool(config.bootstrap))
+        state["checksum"] = state_checksum(state)  # made here from synced tensors: nothing to verify
         return CalibrationStats.from_state_dict(state).compute(smooth=self.smooth)
