@@ -20,7 +20,8 @@ from advcal.defaults import AUDIT, ILLUSION_FAIL_ON
 
 def option(default: Any, help: str, **how: object) -> Any:
     """A config field with its default and its help; ``how`` tells the CLI more: ``flag`` (its
-    option's name when not the field's), ``argument`` (a positional argument)."""
+    option's name when not the field's), ``argument`` (a positional argument), ``output``
+    ("folder" or "file": checked writable before the command's work starts)."""
     return field(default=default, metadata={"help": help, **how})
 
 
@@ -67,7 +68,7 @@ class MetricsConfig:
     """``advcal metrics FILE``: a calibration report from saved scores and labels."""
 
     file: Path = required("A .npz or .safetensors file of scores and labels.", argument=True)
-    json_path: Path | None = option(None, "Also write the report as JSON here.", flag="--json")
+    json_path: Path | None = option(None, "Also write the report as JSON here.", flag="--json", output="file")
     n_bins: int = option(15, "Confidence bins.")
     bootstrap: int = option(200, "Bootstrap replicates (0: no intervals).")
     seed: int = option(0, "Bootstrap seed.")
@@ -111,7 +112,7 @@ class AuditConfig:
     queries: int = option(2000, QUERIES)
     classes: Path | None = option(None, CLASSES)
     out: Path = option(Path("advcal-report"),
-                       "Output folder: report.html, report.json, samples.npz, figures/.")
+                       "Output folder: report.html, report.json, samples.npz, figures/.", output="folder")
 
 
 @dataclass(frozen=True)
@@ -132,7 +133,8 @@ class AttackConfig:
     shard_size: int = option(1024, "Samples per shard file (the unit of resumption).")
     compress: str = option("none", "Shard compression: none or zstd.")
     device: str = option("cpu", DEVICE)
-    out: Path = option(Path("advcal-adv-set"), "The set's folder (resumed when it holds the same recipe).")
+    out: Path = option(Path("advcal-adv-set"), "The set's folder (resumed when it holds the same recipe).",
+                       output="folder")
 
 
 @dataclass(frozen=True)
@@ -157,7 +159,7 @@ class IllusionConfig:
     text_column: str = option("text", TEXT_COLUMN)
     label_column: str = option("label", LABEL_COLUMN)
     queries: int = option(2000, QUERIES)
-    json_path: Path | None = option(None, "Also write the findings as JSON.", flag="--json")
+    json_path: Path | None = option(None, "Also write the findings as JSON.", flag="--json", output="file")
     fail_on: str = option(ILLUSION_FAIL_ON,
                           FAIL_ON + " illusion, suspect (a suspect or an illusion) or never.")
 
@@ -185,9 +187,9 @@ class CalibrateConfig:
     text_column: str = option("text", TEXT_COLUMN)
     label_column: str = option("label", LABEL_COLUMN)
     queries: int = option(2000, QUERIES)
-    json_path: Path | None = option(None, "Also write the fixes table as JSON.", flag="--json")
+    json_path: Path | None = option(None, "Also write the fixes table as JSON.", flag="--json", output="file")
     out: Path | None = option(None, "Save every fitted calibrator in OUT/<kind>-<fit_on>/ (audit with "
-                                    "--calibrator).")
+                                    "--calibrator).", output="folder")
 
 
 @dataclass(frozen=True)
@@ -240,7 +242,7 @@ class TrainConfig:
     frozen_from: str | None = option(None, "Model spec the frozen validation set is crafted against "
                                            "(default: the untrained one).")
     resume: bool = option(False, "Continue the run in --out from its last checkpoint.")
-    out: Path = option(Path("advcal-train"), "The run's folder.")
+    out: Path = option(Path("advcal-train"), "The run's folder.", output="folder")
 
 
 @dataclass(frozen=True)
@@ -260,4 +262,5 @@ class ZeroshotConfig:
     limit: int | None = option(None, "At most N images per dataset (stratified).")
     batch_size: int = option(64, "Images per forward pass.")
     seed: int = option(0, "Seed of the attacks' random starts.")
-    out: Path = option(Path("advcal-zeroshot"), "Results folder (per-dataset files are resumed).")
+    out: Path = option(Path("advcal-zeroshot"), "Results folder (per-dataset files are resumed).",
+                       output="folder")

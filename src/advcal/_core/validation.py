@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Collection
+from pathlib import Path
 
 import numpy as np
 
@@ -14,6 +16,37 @@ def check_int(value: object, name: str, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
         raise InputError(f"{name}: expected an integer >= {minimum}, got {value!r}")
     return value
+
+
+SEED_MAX = 2**63 - 1  # seeds feed 64-bit keys and torch's generator
+
+
+def check_seed(value: object, name: str = "seed") -> int:
+    """``value`` as a seed, 0 to 2**63 - 1, or an InputError naming ``name``."""
+    check_int(value, name, 0)
+    if value > SEED_MAX:
+        raise InputError(f"{name}: expected an integer from 0 to 2**63 - 1, got {value!r}")
+    return int(value)
+
+
+def check_output(path: str | os.PathLike, name: str, kind: str) -> Path:
+    """``path`` as a place to write a ``kind`` ("folder" or "file"), checked before any work
+    starts: not a file where a folder goes nor a folder where a file goes, not under a file,
+    and inside a folder this process may write in."""
+    path = Path(path)
+    if kind == "folder" and path.exists() and not path.is_dir():
+        raise InputError(f"{name}: {path} is a file; expected a folder to write into")
+    if kind == "file" and path.is_dir():
+        raise InputError(f"{name}: {path} is a folder; expected a file path")
+    ancestor = path if kind == "folder" else path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise InputError(f"{name}: {path} lies under {ancestor}, which is a file; expected a path in "
+                         "a folder")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise InputError(f"{name}: cannot write in {ancestor} (permission denied)")
+    return path
 
 
 def check_positive(value: object, name: str) -> float:

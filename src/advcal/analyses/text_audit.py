@@ -27,6 +27,7 @@ from advcal.analyses.audit.result import AuditResult
 from advcal.engine.distributed import World, all_gather_arrays, deal_out, rank_positions, world
 from advcal.engine.passes import ProgressFn, stream
 from advcal.engine.text_passes import TextAttacks
+from advcal.metrics.stats import check_stats_memory
 from advcal.text.attack_table import SCORE_ATTACKS, TEXT_ATTACKS, attack_record
 from advcal.text.data import TextDataset
 from advcal.text.models import TextClassifier
@@ -98,6 +99,8 @@ def audit_text(
                              f"got {type(model).__name__}")
     check_int(batch_size, "batch_size", 1)
     check_int(examples, "examples", 0)
+    check_int(bootstrap, "bootstrap", 0)
+    check_stats_memory(check_int(n_bins, "n_bins", 1), len(data.classes), bootstrap)
     limits = get_profile(profile)
     if illusion or fixes:
         _check_calibration_inputs(attack, calibration)

@@ -24,6 +24,7 @@ from advcal.analyses.zeroshot import SuiteResult, run_zeroshot_suite
 from advcal.api.specs import (
     attack_params,
     calibrated,
+    check_outputs,
     class_names,
     load_models,
     load_one_model,
@@ -92,6 +93,7 @@ def run_list(config: ListConfig) -> list[tuple[str, str]]:
 
 def run_metrics(config: MetricsConfig) -> CalibrationReport:
     """``advcal metrics``: the calibration report of saved scores and labels (and its JSON)."""
+    check_outputs(config)
     import advcal
     from advcal.metrics import calibration_report
     from advcal.metrics.files import read_scores_file
@@ -120,6 +122,7 @@ def run_audit(config: AuditConfig, progress: Progress = _quiet) -> AuditResult |
 
     Under torchrun every rank audits its part; rank 0 gets the result, the others None.
     """
+    check_outputs(config)
     check_fail_on(config.fail_on)
     if is_text_audit(list(config.model), config.data):
         return _run_text_audit(config, progress)
@@ -229,6 +232,7 @@ def run_attack(config: AttackConfig, progress: Progress = _quiet) -> Adversarial
 
     Under torchrun ranks attack shards in turn; rank 0 gets the set, the others None.
     """
+    check_outputs(config)
     source = load_data(config.data, split=config.split or default_split(config.data), limit=config.limit)
     spec, net = load_one_model(config.model, config.weights, config.normalize, source)
     epsilons = parse_numbers(config.eps, "eps") if config.eps else default_epsilons(source)
@@ -254,6 +258,7 @@ def run_attack(config: AttackConfig, progress: Progress = _quiet) -> Adversarial
 
 def run_illusion(config: IllusionConfig, progress: Progress = _quiet) -> tuple[str, IllusionReport]:
     """``advcal illusion``: the model's name and the illusion checks' findings (and their JSON)."""
+    check_outputs(config)
     illusion_fails("genuine", config.fail_on)  # checks --fail-on before any work
     budget = one_budget(config.eps) if config.eps else None
     if is_text_audit([config.model], config.data):
@@ -298,6 +303,7 @@ def run_illusion(config: IllusionConfig, progress: Progress = _quiet) -> tuple[s
 def run_calibrate(config: CalibrateConfig, progress: Progress = _quiet) -> tuple[str, FixesReport]:
     """``advcal calibrate``: the model's name and every fix scored clean and attacked; saves the
     fitted calibrators in ``out`` and the table as JSON when asked."""
+    check_outputs(config)
     chosen = {"calibrators": split_names(config.calibrators), "fit_on": split_names(config.fit_on)}
     if is_text_audit([config.model], config.data):
         from advcal._core.validation import check_choice
@@ -355,6 +361,7 @@ def run_calibrate(config: CalibrateConfig, progress: Progress = _quiet) -> tuple
 def run_train(config: TrainConfig, progress: Progress = _quiet):  # -> advcal.training.TrainingRun
     """``advcal train``: the trained run (log and checkpoints in ``out``), its model saved there as
     ``model.safetensors`` (a Hugging Face folder ``model/`` for an ``hf:`` text classifier)."""
+    check_outputs(config)
     from safetensors.torch import save_file
 
     from advcal.models import load_model, load_weights, new_model
@@ -431,6 +438,7 @@ def run_train(config: TrainConfig, progress: Progress = _quiet):  # -> advcal.tr
 
 def run_zeroshot(config: ZeroshotConfig, progress: Progress = _quiet) -> SuiteResult:
     """``advcal zeroshot``: the suite over the datasets found, results (resumed) in ``out``."""
+    check_outputs(config)
     from advcal.clip import load_clip
 
     if not config.model.startswith("clip:"):

@@ -3,12 +3,14 @@ calibrated and ensembled models, text inputs, attack settings."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
 from torch import nn
 
 from advcal._core.errors import ConfigError, InputError
+from advcal._core.validation import check_output
 
 
 def split_names(text: str | None) -> list[str]:
@@ -115,3 +117,14 @@ def refuse_for_text(**given: object) -> None:
     named = [f"--{flag.replace('_', '-')}" for flag, value in given.items() if value]
     if named:
         raise ConfigError(f"{', '.join(named)}: not available for text audits yet")
+
+
+def check_outputs(config: object) -> None:
+    """Every output of ``config`` (the fields marked ``output``) is a place that can be
+    written, before any work starts: a bad --out fails at once, not after the attack."""
+    for field in dataclasses.fields(config):
+        kind = field.metadata.get("output")
+        value = getattr(config, field.name)
+        if kind and value is not None:  # named as the option is (--json for json_path)
+            name = field.metadata.get("flag", field.name.replace("_", "-")).lstrip("-")
+            check_output(value, name, kind)

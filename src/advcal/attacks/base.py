@@ -30,7 +30,7 @@ from torch import nn
 
 from advcal._core.contract import as_tensor, check_labels
 from advcal._core.errors import InputError, describe
-from advcal._core.validation import check_choice, check_int, check_positive
+from advcal._core.validation import check_choice, check_positive, check_seed
 from advcal.attacks.losses import LossFn, get_loss
 from advcal.models.guard import check_logits, frozen
 
@@ -110,7 +110,7 @@ class Attack(ABC):
         precision: str = "float32",
     ) -> None:
         self.eps_values, self.sweep = _eps_list(eps)
-        self.seed = check_int(seed, "seed", 0)
+        self.seed = check_seed(seed)
         self.loss = loss
         self.loss_temperature = check_positive(loss_temperature, "loss_temperature")
         self.loss_fn: LossFn = get_loss(loss, self.loss_temperature)

@@ -27,8 +27,9 @@ import torch
 from scipy import sparse
 
 from advcal._core.contract import LOG_TINY, OUTPUT_KINDS, as_logits64, as_tensor, check_labels, check_scores
+from advcal._core.devices import physical_memory
 from advcal._core.errors import InputError, describe
-from advcal._core.validation import check_int
+from advcal._core.validation import check_int, check_seed
 from advcal.metrics import bootstrap as boot
 from advcal.metrics.binning import equal_width_bin_index
 from advcal.metrics.report import CalibrationReport, build_report
@@ -106,7 +107,7 @@ class CalibrationStats:
         if n_classes is not None:
             check_int(n_classes, "n_classes", 2)
         check_int(bootstrap, "bootstrap", 0)
-        check_int(seed, "seed", 0)
+        check_seed(seed)
         if inputs not in OUTPUT_KINDS:  # a bad value of a documented argument: InputError
             raise InputError(f"inputs: expected one of {', '.join(OUTPUT_KINDS)}, got {inputs!r}")
         self.n_bins = n_bins
@@ -142,6 +143,8 @@ class CalibrationStats:
             )
         labels_t = check_labels(labels, n, n_classes, "labels")
         keys, indexed = self._keys(index, n)
+        if self._cells is None:
+            check_stats_memory(self.n_bins, n_classes, self.bootstrap)
         # Everything is valid: only from here on does the object change.
         self.n_classes, self.indexed = n_classes, indexed
         if self._cells is None:
@@ -353,6 +356,23 @@ class CalibrationStats:
             f"CalibrationStats(n_samples={self.n_samples}, n_classes={self.n_classes}, "
             f"n_bins={self.n_bins}, bootstrap={self.bootstrap})"
         )
+
+
+def check_stats_memory(n_bins: int, n_classes: int, bootstrap: int) -> None:
+    """Refuse settings whose class-wise cells and bootstrap replicates would not fit in this
+    machine's memory, saying how much they would need, before anything is allocated."""
+    need = 8 * (1 + bootstrap) * n_bins * (len(_CELL_FIELDS) * n_classes + 3)
+    have = physical_memory()
+    if need > have:
+        raise InputError(
+            f"bootstrap, n_bins: {bootstrap} bootstrap replicates of {n_bins} bins x {n_classes} classes "
+            f"need about {_gigabytes(need)} of memory, more than this machine's {_gigabytes(have)}; "
+            "use fewer bins or replicates"
+        )
+
+
+def _gigabytes(size: float) -> str:
+    return f"{size / 1e9:,.0f} GB" if size >= 1e9 else f"{size / 1e9:.2f} GB"
 
 
 def state_checksum(state: dict[str, np.ndarray]) -> np.ndarray:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from advcal._core.atomic import write_bytes_atomic
 from advcal._core.errors import InputError
+from advcal._core.validation import check_output
 from advcal.report.html import ModelFigure, check_report, render, render_html
 
 __all__ = ["load_report", "render_html", "write_report"]
@@ -52,6 +53,9 @@ def write_report(
     With ``figures_dir``, also write every figure there as ``<model>-<figure>.png``. Every file
     is written atomically, so a reader never sees a half-written page or image.
     """
+    check_output(html_path, "html", "file")
+    if figures_dir is not None:
+        check_output(figures_dir, "figures", "folder")
     rendered = render(report)
     target = write_bytes_atomic(html_path, rendered.html.encode("utf-8"))
     if figures_dir is not None:

@@ -49,7 +49,7 @@ import torch
 from advcal._core.contract import check_labels
 from advcal._core.errors import InputError, describe
 from advcal._core.rng import sample_keys
-from advcal._core.validation import check_choice, check_fraction, check_int, check_positive
+from advcal._core.validation import check_choice, check_fraction, check_int, check_positive, check_seed
 from advcal.models.guard import check_logits
 from advcal.text.synonyms import SynonymSource, WordNetSynonyms
 from advcal.text.words import WordSpans, is_stop_word, is_word
@@ -221,7 +221,7 @@ class TextAttack(ABC):
         self.scores = check_choice(scores, "scores", SCORES)
         self.query_budget = check_int(query_budget, "query_budget", 1)
         self.max_change_fraction = check_fraction(max_change_fraction, "max_change_fraction", allow_one=True)
-        self.seed = check_int(seed, "seed", 0)
+        self.seed = check_seed(seed)
         self.loss_temperature = check_positive(loss_temperature, "loss_temperature")
         self.batch_size = check_int(batch_size, "batch_size", 1)
 

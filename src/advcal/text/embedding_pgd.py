@@ -24,7 +24,7 @@ import torch
 
 from advcal._core.errors import InputError, describe
 from advcal._core.rng import keyed_uniform
-from advcal._core.validation import check_choice, check_int, check_positive
+from advcal._core.validation import check_choice, check_int, check_positive, check_seed
 from advcal.attacks.losses import get_loss
 from advcal.models.guard import frozen
 from advcal.text.models import TextClassifier, check_texts
@@ -137,7 +137,7 @@ class EmbeddingPGD:
         self.loss = check_choice(loss, "loss", ("ce", "margin", "cw", "dlr"))
         self.loss_temperature = check_positive(loss_temperature, "loss_temperature")
         self.loss_fn = get_loss(self.loss, self.loss_temperature)
-        self.seed = check_int(seed, "seed", 0)
+        self.seed = check_seed(seed)
         self.random_start = bool(random_start)
 
     @property

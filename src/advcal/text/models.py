@@ -33,7 +33,7 @@ from torch import nn
 from advcal._core.errors import ConfigError, InputError, MissingDependencyError, describe
 from advcal._core.rng import torch_seeded
 from advcal._core.torchvision_compat import ensure_torchvision_importable
-from advcal._core.validation import check_int, check_positive
+from advcal._core.validation import check_int, check_positive, check_seed
 from advcal.models import check_logits, frozen
 
 INSTALL_HINT = "pip install 'advcal[text]'"
@@ -396,7 +396,7 @@ def minilm_classifier(
     transformers = _transformers()
     try:
         tokenizer = transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True)
-        with torch_seeded(check_int(seed, "seed", 0)):
+        with torch_seeded(check_seed(seed)):
             encoder = transformers.AutoModel.from_pretrained(folder, local_files_only=True)
             body = MeanPoolingBody(_as_float32(encoder), num_classes, normalize=normalize)
     except (OSError, ValueError, KeyError) as error:
@@ -474,7 +474,7 @@ def tiny_text_classifier(
     """
     texts = check_texts(vocab_texts, "vocab_texts")
     num_classes = check_int(num_classes, "num_classes", 2)
-    seed = check_int(seed, "seed", 0)
+    seed = check_seed(seed)
     hidden = check_int(hidden, "hidden", 1)
     layers = check_int(layers, "layers", 1)
     heads = check_int(heads, "heads", 1)

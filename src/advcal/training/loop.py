@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from advcal._core.validation import check_int, check_positive
+from advcal._core.validation import check_int, check_positive, check_seed
 from advcal.attacks.base import Attack
 
 
@@ -50,7 +50,7 @@ def train_classifier(
     check_int(epochs, "epochs", 1)
     check_int(batch_size, "batch_size", 1)
     check_positive(lr, "lr")
-    generator = torch.Generator().manual_seed(check_int(seed, "seed", 0))
+    generator = torch.Generator().manual_seed(check_seed(seed))
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
     logs = []
     for epoch in range(epochs):

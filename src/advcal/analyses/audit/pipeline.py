@@ -42,6 +42,7 @@ from advcal.engine.passes import ImageAttack, Modality, ProgressFn, StoredSet, S
 from advcal.metrics import CalibrationReport
 from advcal.metrics.paired import paired_changes
 from advcal.metrics.selective import coverage_threshold, risk_coverage, selective_risk
+from advcal.metrics.stats import check_stats_memory
 from advcal.models import check_logits, frozen, model_fingerprint
 from advcal.models.provenance import model_origins
 
@@ -127,6 +128,8 @@ def audit(
     if isinstance(data, str):
         data = load_data(data)
     check_int(batch_size, "batch_size", 1)
+    check_int(bootstrap, "bootstrap", 0)
+    check_stats_memory(check_int(n_bins, "n_bins", 1), len(data.classes), bootstrap)
     limits = get_profile(profile)
     if isinstance(data, AdversarialSet):
         if epsilons is not None and [float(e) for e in epsilons] != data.epsilons:

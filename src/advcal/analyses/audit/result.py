@@ -13,6 +13,7 @@ import numpy as np
 
 from advcal._core.atomic import write_bytes_atomic, write_json_atomic
 from advcal._core.errors import ConfigError
+from advcal._core.validation import check_output
 from advcal.results.flags import SEVERITIES, FlagCode
 from advcal.results.verdict import Verdict, comparison, model_verdict, reaches
 
@@ -113,7 +114,7 @@ class AuditResult:
         written last, so a folder holding one holds a complete report of a single run, even
         when the process is killed part way.
         """
-        folder = Path(folder)
+        folder = check_output(folder, "out", "folder")
         (folder / "report.json").unlink(missing_ok=True)
         samples = self.write_samples(folder / "samples.npz")
         html = self.to_html(folder / "report.html", folder / "figures")
