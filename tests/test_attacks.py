@@ -273,7 +273,7 @@ class _Softmaxed(torch.nn.Module):
         (lambda m: PGD(eps=0.1), None, lambda y: y + 10, InputError,
          "y: class index 19 is out of range for a model with 10 outputs"),
         (lambda m: PGD(eps=0.1, steps=0), None, None, InputError, "steps: expected an integer >= 1"),
-        (lambda m: PGD(eps=-0.1), None, None, InputError, "eps: expected non-negative numbers"),
+        (lambda m: PGD(eps=-0.1), None, None, InputError, "eps: expected non-negative finite numbers"),
         (lambda m: PGD(eps=0.1, norm="l3"), None, None, ConfigError, "norm: expected one of linf, l2"),
         (lambda m: PGD(eps=0.1, loss="hinge"), None, None, ConfigError, "loss: expected one of"),
         (lambda m: PGD(eps=0.1, loss_temperature=0), None, None, InputError, "loss_temperature"),

@@ -29,7 +29,7 @@ CLI_CASES = [
     (["illusion", "--limit", "20", "--seed", str(2**63)], "seed: expected an integer from 0"),
     (["audit", "--limit", "20", "--bins", "1000000000"], "of memory, more than this machine's"),
     (["audit", "--limit", "20", "--bootstrap", "100000000000"], "of memory, more than this machine's"),
-    (["audit", "--limit", "20", "--eps", "inf"], "eps: inf covers the whole [0, 1] input range"),
+    (["audit", "--limit", "20", "--eps", "inf"], "eps: expected finite numbers, got 'inf'"),
 ]
 
 

@@ -105,9 +105,15 @@ def test_index_must_be_given_always_or_never(predictions):
         stats.update(logits[10:20], labels[10:20])
     with pytest.raises(InputError, match="index: expected a 1-D integer array of 10"):
         CalibrationStats().update(logits[:10], labels[:10], index=torch.arange(5))
-    duplicate = CalibrationStats().update(logits[:10], labels[:10], index=torch.zeros(10, dtype=torch.long))
     with pytest.raises(InputError, match="index: sample index 0 was added more than once"):
-        duplicate.compute()
+        CalibrationStats().update(logits[:10], labels[:10], index=torch.zeros(10, dtype=torch.long))
+    first = CalibrationStats().update(logits[:10], labels[:10], index=torch.arange(10))
+    with pytest.raises(InputError, match="index: sample index 9 was added more than once"):
+        first.update(logits[10:20], labels[10:20], index=torch.arange(9, 19))  # mid-stream, refused
+    again = first.update(logits[10:20], labels[10:20], index=torch.arange(10, 20))  # then a good one
+    assert again.n_samples == 20
+    with pytest.raises(InputError, match="index: sample index 3 was added more than once"):
+        (first + CalibrationStats().update(logits[:2], labels[:2], index=torch.tensor([3, 40]))).compute()
 
 
 def test_empty_statistics_cannot_be_computed():

@@ -72,7 +72,9 @@ class _NotAStateDict:
 
 def test_pickled_code_is_refused(tmp_path):
     torch.save({"payload": _NotAStateDict()}, tmp_path / "evil.pt")
-    with pytest.raises(InputError, match=r"weights: cannot read .*evil\.pt as a state dict"):
+    with pytest.raises(InputError, match=r"weights: cannot read .*evil\.pt \(it holds pickled Python "
+                       r"objects, not only tensors.*expected a state dict saved with "
+                       r"torch\.save\(model\.state_dict\(\), PATH\)"):
         load_weights(DigitsCNN(), tmp_path / "evil.pt")
 
 
@@ -85,7 +87,7 @@ def test_pickled_code_is_refused(tmp_path):
         ("{file}:absent", None, InputError, "has no callable 'absent'"),
         ("{file}:not_a_model", None, InputError, "returned int, expected a torch.nn.Module"),
         ("{file}:make", "nowhere.safetensors", InputError, "weights: nowhere.safetensors does not exist"),
-        ("{file}:make", "{dir}/w.bin", InputError, "expected a .safetensors, .pt or .pth file"),
+        ("{file}:make", "{dir}/w.bin", InputError, "expected a .safetensors, .pt, .pth file"),
         ("{file}:make", "{dir}/digits.safetensors", InputError, "does not fit the model"),
     ],
 )
@@ -112,7 +114,7 @@ def test_normalisation_and_temperature_wrappers(factory_file):
     x = torch.rand(3, 1, 8, 8)
     torch.testing.assert_close(wrapped(x), inner((x - 0.5) / 0.25))
     torch.testing.assert_close(TemperatureScaled(inner, 2.0)(x), inner(x) / 2)
-    with pytest.raises(InputError, match="temperature: expected a positive number"):
+    with pytest.raises(InputError, match="temperature: expected a positive finite number"):
         TemperatureScaled(inner, 0.0)
     with pytest.raises(InputError, match="std: expected positive values"):
         Normalized(inner, [0.5], [0.0])

@@ -204,8 +204,8 @@ def test_help_says_which_digits_split_is_audited():
 
 @pytest.mark.parametrize(("images", "labels", "message"), [
     (np.zeros((10, 3, 32, 32), np.float32), np.arange(10) % 10,
-     "model digits-cnn: cannot take the data's inputs ({path}: 8 x 3x32x32, values in [0, 1]); its forward "
-     "pass raised RuntimeError"),
+     "model digits-cnn: cannot take the data's inputs ({path}: 8 x 3x32x32, values in [0, 1]); its first "
+     "forward pass raised RuntimeError"),
     (np.zeros((10, 1, 8, 8), np.float32), np.arange(10) % 3,
      "model digits-cnn: returns 10 logits per input, but the data ({path}) has 3 classes"),
 ])

@@ -21,7 +21,8 @@ from advcal.defaults import AUDIT, ILLUSION_FAIL_ON
 def option(default: Any, help: str, **how: object) -> Any:
     """A config field with its default and its help; ``how`` tells the CLI more: ``flag`` (its
     option's name when not the field's), ``argument`` (a positional argument), ``output``
-    ("folder" or "file": checked writable before the command's work starts)."""
+    ("folder" or "file": checked writable before the command's work starts), ``minimum`` (the
+    least an int option may be, checked before any work: :func:`advcal.api.specs.check_config`)."""
     return field(default=default, metadata={"help": help, **how})
 
 
@@ -69,8 +70,8 @@ class MetricsConfig:
 
     file: Path = required("A .npz or .safetensors file of scores and labels.", argument=True)
     json_path: Path | None = option(None, "Also write the report as JSON here.", flag="--json", output="file")
-    n_bins: int = option(15, "Confidence bins.")
-    bootstrap: int = option(200, "Bootstrap replicates (0: no intervals).")
+    n_bins: int = option(15, "Confidence bins.", minimum=1)
+    bootstrap: int = option(200, "Bootstrap replicates (0: no intervals).", minimum=0)
     seed: int = option(0, "Bootstrap seed.")
     smooth: bool = option(True, "Compute smooth ECE.")
     scores_key: str | None = option(None, "Array holding the scores (default: logits, probs or log_probs).")
@@ -88,16 +89,16 @@ class AuditConfig:
     normalize: str | None = option(None, NORMALIZE)
     data: str | None = option(None, DATA + " Default: digits.")
     split: str | None = option(None, SPLIT)
-    limit: int | None = option(None, "Audit at most N samples (stratified).")
+    limit: int | None = option(None, "Audit at most N samples (stratified).", minimum=1)
     adv_set: Path | None = option(None, "Evaluate a stored adversarial set (made by advcal attack) instead "
                                         "of attacking; its data, ε and attack are used.")
     eps: str | None = option(None, EPS)
     attack: str = option(AUDIT.attack, ATTACK + " Text: word, char or embedding-pgd.")
-    steps: int | None = option(None, STEPS)
-    bins: int = option(AUDIT.n_bins, "Confidence bins.")
+    steps: int | None = option(None, STEPS, minimum=1)
+    bins: int = option(AUDIT.n_bins, "Confidence bins.", minimum=1)
     seed: int = option(AUDIT.seed, "Seed of attack starts and bootstrap.")
-    batch_size: int | None = option(None, BATCH + " Default: 256 images, 32 texts.")
-    bootstrap: int = option(AUDIT.bootstrap, "Bootstrap replicates for intervals.")
+    batch_size: int | None = option(None, BATCH + " Default: 256 images, 32 texts.", minimum=1)
+    bootstrap: int = option(AUDIT.bootstrap, "Bootstrap replicates for intervals.", minimum=0)
     profile: str = option(AUDIT.profile, "Flag thresholds and so the verdict: default, strict or lenient.")
     fail_on: str = option(AUDIT.fail_on, FAIL_ON + " error (a fail), warning (a warn or a fail) or never.")
     device: str = option("cpu", DEVICE)
@@ -109,7 +110,7 @@ class AuditConfig:
     ensemble: bool = option(False, "Audit the --model arguments as one ensemble (probabilities averaged).")
     text_column: str = option("text", TEXT_COLUMN)
     label_column: str = option("label", LABEL_COLUMN)
-    queries: int = option(2000, QUERIES)
+    queries: int = option(2000, QUERIES, minimum=1)
     classes: Path | None = option(None, CLASSES)
     out: Path = option(Path("advcal-report"),
                        "Output folder: report.html, report.json, samples.npz, figures/.", output="folder")
@@ -124,13 +125,13 @@ class AttackConfig:
     normalize: str | None = option(None, NORMALIZE)
     data: str = option("digits", DATA)
     split: str | None = option(None, SPLIT)
-    limit: int | None = option(None, "Attack at most N samples (stratified).")
+    limit: int | None = option(None, "Attack at most N samples (stratified).", minimum=1)
     eps: str | None = option(None, EPS)
     attack: str = option(AUDIT.attack, ATTACK)
-    steps: int | None = option(None, STEPS)
+    steps: int | None = option(None, STEPS, minimum=1)
     seed: int = option(AUDIT.seed, "Seed of the attack's per-sample randomness.")
-    batch_size: int = option(AUDIT.batch_size, BATCH)
-    shard_size: int = option(1024, "Samples per shard file (the unit of resumption).")
+    batch_size: int = option(AUDIT.batch_size, BATCH, minimum=1)
+    shard_size: int = option(1024, "Samples per shard file (the unit of resumption).", minimum=1)
     compress: str = option("none", "Shard compression: none or zstd.")
     device: str = option("cpu", DEVICE)
     out: Path = option(Path("advcal-adv-set"), "The set's folder (resumed when it holds the same recipe).",
@@ -147,18 +148,18 @@ class IllusionConfig:
     data: str = option("digits", DATA)
     split: str = option("test", TEST_SPLIT)
     calibration_split: str = option("calibration", CALIBRATION_SPLIT)
-    limit: int | None = option(None, LIMIT)
+    limit: int | None = option(None, LIMIT, minimum=1)
     eps: str | None = option(None, "The one budget (fractions allowed). Default: the middle of the data's "
                                    "audit sweep; texts 0.2, the largest fraction of words changed.")
-    steps: int | None = option(None, "PGD and APGD iterations (default 20).")
+    steps: int | None = option(None, "PGD and APGD iterations (default 20).", minimum=1)
     seed: int = option(AUDIT.seed, "Seed of every attack's per-sample randomness.")
-    batch_size: int = option(AUDIT.batch_size, BATCH)
+    batch_size: int = option(AUDIT.batch_size, BATCH, minimum=1)
     full: bool = option(False, "Run every check, even when the cheap ones settle it.")
     attack: str | None = option(None, "Images: one more registered attack run as a check (e.g. autoattack). "
                                       "Text models: the score-based attack, word (default) or char.")
     text_column: str = option("text", TEXT_COLUMN)
     label_column: str = option("label", LABEL_COLUMN)
-    queries: int = option(2000, QUERIES)
+    queries: int = option(2000, QUERIES, minimum=1)
     json_path: Path | None = option(None, "Also write the findings as JSON.", flag="--json", output="file")
     fail_on: str = option(ILLUSION_FAIL_ON,
                           FAIL_ON + " illusion, suspect (a suspect or an illusion) or never.")
@@ -174,19 +175,19 @@ class CalibrateConfig:
     data: str = option("digits", DATA)
     split: str = option("test", "Split the fixes are scored on.")
     calibration_split: str = option("calibration", CALIBRATION_SPLIT)
-    limit: int | None = option(None, LIMIT)
+    limit: int | None = option(None, LIMIT, minimum=1)
     eps: str | None = option(None, EPS + " Texts: fractions of words changed.")
     attack: str = option(AUDIT.attack, ATTACK + " Texts: word or char.")
-    steps: int | None = option(None, STEPS)
+    steps: int | None = option(None, STEPS, minimum=1)
     seed: int = option(AUDIT.seed, "Seed of the attacks' per-sample randomness.")
-    batch_size: int = option(AUDIT.batch_size, BATCH)
+    batch_size: int = option(AUDIT.batch_size, BATCH, minimum=1)
     calibrators: str = option("temperature,vector,isotonic,histogram,adversarial-temperature",
                               "Comma-separated: temperature, vector, isotonic, histogram, "
                               "adversarial-temperature.")
     fit_on: str = option("clean,adversarial,mixed", "Comma-separated: clean, adversarial, mixed.")
     text_column: str = option("text", TEXT_COLUMN)
     label_column: str = option("label", LABEL_COLUMN)
-    queries: int = option(2000, QUERIES)
+    queries: int = option(2000, QUERIES, minimum=1)
     json_path: Path | None = option(None, "Also write the fixes table as JSON.", flag="--json", output="file")
     out: Path | None = option(None, "Save every fitted calibrator in OUT/<kind>-<fit_on>/ (audit with "
                                     "--calibrator).", output="folder")
@@ -209,9 +210,9 @@ class TrainConfig:
     data: str = option("digits", DATA)
     split: str = option("train", "Training split.")
     val_split: str = option("calibration", "Split of the per-epoch validation subset.")
-    val_limit: int = option(256, "Samples in the validation subset (stratified).")
-    epochs: int = option(10, "Epochs.")
-    batch_size: int = option(64, "Samples per step.")
+    val_limit: int = option(256, "Samples in the validation subset (stratified).", minimum=1)
+    epochs: int = option(10, "Epochs.", minimum=1)
+    batch_size: int = option(64, "Samples per step.", minimum=1)
     lr: float = option(3e-3, "Learning rate.")
     optimizer: str | None = option(None, "adam, or sgd (momentum 0.9). Default adam; CLIP recipes sgd.")
     schedule: str | None = option(None, "Learning rate: constant or cosine (to 0). Default constant; CLIP "
@@ -220,7 +221,7 @@ class TrainConfig:
                                                "recipes 1 (when epochs > 1).")
     eps: str | None = option(None, "ε of the training (and tracking) attack, input units (default 0.1; "
                                    "CLIP: 1/255; texts: an L2 radius per token in embedding units).")
-    steps: int | None = option(None, "Steps of the training attack (default 7; CLIP recipes 2).")
+    steps: int | None = option(None, "Steps of the training attack (default 7; CLIP recipes 2).", minimum=1)
     alpha: str | None = option(None, "Step of the training attack (default 2.5 ε / steps; CLIP recipes "
                                      "1/255).")
     trades_beta: float = option(6.0, "TRADES' β.")
@@ -258,9 +259,9 @@ class ZeroshotConfig:
     templates: Path | None = option(None, "Prompt templates, one per line with {} for the class name.")
     eps: str = option("1/255", "L∞ budget in pixel units.")
     attacks: str = option("pgd,cw,autoattack", "Comma-separated: pgd, cw, autoattack.")
-    steps: int = option(100, "Iterations of every attack.")
-    limit: int | None = option(None, "At most N images per dataset (stratified).")
-    batch_size: int = option(64, "Images per forward pass.")
+    steps: int = option(100, "Iterations of every attack.", minimum=1)
+    limit: int | None = option(None, "At most N images per dataset (stratified).", minimum=1)
+    batch_size: int = option(64, "Images per forward pass.", minimum=1)
     seed: int = option(0, "Seed of the attacks' random starts.")
     out: Path = option(Path("advcal-zeroshot"), "Results folder (per-dataset files are resumed).",
                        output="folder")

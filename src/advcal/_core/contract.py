@@ -30,12 +30,17 @@ LOG_TINY = float(np.log(np.finfo(np.float64).tiny))
 
 
 def as_tensor(values: object, name: str) -> torch.Tensor:
-    """``values`` as a torch tensor without copying (numpy arrays are shared, not copied)."""
+    """``values`` as a torch tensor without copying (numpy arrays are shared, not copied, unless
+    their byte order is not this machine's); meta tensors and non-numeric arrays are refused."""
     if isinstance(values, torch.Tensor):
+        if values.device.type == "meta":
+            raise InputError(f"{name}: is on the meta device (a tensor without values); expected real values")
         return values.detach()
     if isinstance(values, np.ndarray):
-        if values.dtype == object:
+        if values.dtype.kind not in "biufc":  # strings, objects, dates, raw bytes
             raise InputError(f"{name}: expected a numeric array, got {describe(values)}")
+        if not values.dtype.isnative:  # e.g. big-endian floats from another machine: same values
+            values = values.astype(values.dtype.newbyteorder("="))
         return torch.from_numpy(np.ascontiguousarray(values))
     raise InputError(
         f"{name}: expected a torch.Tensor or a numpy array, got {type(values).__name__}"

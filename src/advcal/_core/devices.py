@@ -9,7 +9,7 @@ from contextlib import contextmanager
 
 import torch
 
-from advcal._core.errors import ConfigError
+from advcal._core.errors import ConfigError, InputError
 
 _EXPECTED = "expected cpu, cuda, cuda:N, mps or auto"
 
@@ -44,6 +44,29 @@ def module_device(module: torch.nn.Module) -> torch.device:
     for tensor in (*module.parameters(), *module.buffers()):
         return tensor.device
     return torch.device("cpu")
+
+
+def single_device(module: torch.nn.Module, name: str) -> torch.device:
+    """The one device all of ``module``'s parameters and buffers are on, or an InputError naming
+    ``name`` and the devices (a model split over devices, or one left on the meta device, whose
+    tensors hold no values, cannot be evaluated as one)."""
+    devices = sorted({str(t.device) for t in (*module.parameters(), *module.buffers())})
+    if "meta" in devices:
+        raise InputError(f"{name}: has tensors on the meta device (no values): materialise its weights "
+                         "first (model.to_empty(device='cpu') then load_state_dict)")
+    if len(devices) > 1:
+        raise InputError(f"{name}: its tensors are on several devices ({', '.join(devices)}); expected one "
+                         "device: move the model with model.to(device)")
+    return torch.device(devices[0]) if devices else torch.device("cpu")
+
+
+def check_same_device(tensor: torch.Tensor, name: str, device: torch.device, where: str) -> None:
+    """An InputError naming ``name`` unless ``tensor`` is on ``device`` (where ``where`` is)."""
+    if tensor.device.type == "meta":
+        raise InputError(f"{name}: is on the meta device (a tensor without values)")
+    if tensor.device != device:
+        raise InputError(f"{name}: is on {tensor.device}, but {where} is on {device}; "
+                         f"move it with .to({str(device)!r})")
 
 
 @contextmanager

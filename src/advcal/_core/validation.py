@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Collection
 from pathlib import Path
@@ -29,6 +30,18 @@ def check_seed(value: object, name: str = "seed") -> int:
     return int(value)
 
 
+MAX_CLASSES = 1_000_000  # a label list is held per class: a stray huge label must not allocate it
+
+
+def check_label_bound(largest: int, name: str) -> int:
+    """``largest`` (the largest label found) if it names at most :data:`MAX_CLASSES` classes,
+    else an InputError naming ``name`` (a label such as 2**40 would ask for 2**40 class names)."""
+    if largest >= MAX_CLASSES:
+        raise InputError(f"{name}: label {largest:,} found; expected labels from 0 to {MAX_CLASSES - 1:,} "
+                         "(labels are class indices 0, 1, 2, ...)")
+    return largest
+
+
 def check_output(path: str | os.PathLike, name: str, kind: str) -> Path:
     """``path`` as a place to write a ``kind`` ("folder" or "file"), checked before any work
     starts: not a file where a folder goes nor a folder where a file goes, not under a file,
@@ -51,8 +64,9 @@ def check_output(path: str | os.PathLike, name: str, kind: str) -> Path:
 
 def check_positive(value: object, name: str) -> float:
     """``value`` as a positive float, or an InputError naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-        raise InputError(f"{name}: expected a positive number, got {value!r}")
+    # inf is refused too: no rate, budget or temperature is infinite, and JSON cannot record it
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
+        raise InputError(f"{name}: expected a positive finite number, got {value!r}")
     return float(value)
 
 
@@ -85,5 +99,7 @@ def parse_numbers(text: str, name: str) -> list[float]:
             raise InputError(
                 f"{name}: expected comma-separated numbers or fractions like 8/255, got {text!r}"
             ) from None
+        if not math.isfinite(value):
+            raise InputError(f"{name}: expected finite numbers, got {part.strip()!r} in {text!r}")
         values.append(value)
     return values

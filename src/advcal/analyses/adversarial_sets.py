@@ -22,7 +22,7 @@ from torch import nn
 
 import advcal
 from advcal._core.atomic import write_bytes_atomic, write_json_atomic
-from advcal._core.devices import module_device, resolve_device
+from advcal._core.devices import module_device, placed, resolve_device
 from advcal._core.errors import ConfigError, InputError
 from advcal._core.validation import check_int
 from advcal.attacks import Attack, get_attack
@@ -38,6 +38,7 @@ from advcal.data.adversarial import (
     zstandard_module,
 )
 from advcal.engine.distributed import agree, all_gather_arrays, broadcast_array, world
+from advcal.engine.model_check import check_model_fits
 from advcal.models import check_logits, frozen, model_fingerprint
 
 ProgressFn = Callable[[int, int], None]
@@ -91,6 +92,8 @@ def make_adversarial_set(
     folder = Path(out)
     home = module_device(model)
     target = home if device is None else resolve_device(device)
+    with placed(model, target):  # before the folder is touched
+        check_model_fits(model_spec or "", model, data, batch_size, needs_gradient=attacker.needs_gradient)
     recipe = {
         "attack": attacker.params(),
         "epsilons": [float(e) for e in epsilons],

@@ -46,6 +46,7 @@ from advcal.calibration.base import Calibrator
 from advcal.calibration.registry import CALIBRATORS
 from advcal.calibration.temperature import AdversarialTemperatureScaling
 from advcal.data import DataSource
+from advcal.engine.model_check import check_model_fits
 from advcal.metrics import calibration_report
 from advcal.models import check_logits, frozen
 from advcal.results.flags import WARNING, FlagCode
@@ -135,6 +136,7 @@ def evaluate_fixes(
     epsilons = [float(e) for e in epsilons]
     attacker = get_attack(attack, eps=epsilons, seed=seed, **dict(attack_params or {}))
     device = module_device(model)
+    check_model_fits("", model, test, batch_size, needs_gradient=attacker.needs_gradient)
 
     def attacked(data: DataSource, fitted: Calibrator | None) -> list[torch.Tensor]:
         """Logits per ε at adversarial examples crafted against the model, or against the model

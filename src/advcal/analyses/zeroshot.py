@@ -139,8 +139,25 @@ def run_zeroshot_suite(
         raise InputError(f"eps: expected a budget in (0, 1) for [0, 1] images (paper: 1/255), got {eps!r}")
     check_int(steps, "steps", 1)
     check_int(batch_size, "batch_size", 1)
+    if limit is not None:  # checked here: _load's own refusal would read as "dataset not found"
+        check_int(limit, "limit", 1)
     settings = {"advcal_version": advcal.__version__, "eps": eps, "attacks": list(attacks), "steps": steps,
                 "seed": seed, "n_bins": n_bins, "limit": limit}
+    if root is not None and not Path(root).is_dir():
+        raise InputError(f"suite: {root} is not a folder; expected one sub-folder per dataset "
+                         "(ROOT/cifar10/...)")
+    # Before any dataset is evaluated (and its result written): every spec the user typed must
+    # parse, and every dataset the user named must be there.
+    for name, spec in (specs or {}).items():
+        try:
+            parse_spec(spec)
+        except (InputError, ConfigError) as error:
+            raise InputError(f"spec: {name}={spec}: {error}") from None
+    for name in names if datasets is not None else ():
+        try:
+            _spec_of(name, root, specs or {})
+        except InputError as error:
+            raise InputError(f"datasets: {name}: {error}") from None
     folder = Path(out) if out is not None else None
     rows, skipped = [], []
     for name in names:
@@ -151,6 +168,8 @@ def run_zeroshot_suite(
         try:
             data = _load(name, root, specs or {}, limit)
         except (InputError, MissingDependencyError, OSError) as error:
+            if datasets is not None:  # the user named it: its absence is an error, not a skip
+                raise InputError(f"datasets: {name}: {error}") from None
             skipped.append({"dataset": name, "reason": str(error)})
             continue
         head = head_for(_class_names(name, root, specs or {}, data))
@@ -158,6 +177,10 @@ def run_zeroshot_suite(
         rows.append(row)
         if folder is not None:
             write_json_atomic(folder / f"{name}.json", {"settings": settings, "row": row})
+    if not rows:  # a table of nothing would read as a finished suite
+        where = f"under {root}" if root is not None else "(no --suite folder and no --spec)"
+        raise InputError(f"suite: none of the {len(names)} datasets was found {where}; expected ROOT/NAME/ "
+                         "folders with one sub-folder per class, or --spec NAME=DATA_SPEC")
     result = SuiteResult(settings=settings, rows=rows, average=_average(rows, attacks), skipped=skipped)
     if folder is not None:
         result.to_json(folder / RESULT_FILE)
@@ -169,21 +192,34 @@ def _finished(folder: Path | None, name: str, settings: dict[str, object]) -> di
     """A dataset's stored row when ``folder`` holds it; refuses a row made with other settings."""
     if folder is None or not (folder / f"{name}.json").exists():
         return None
-    stored = json.loads((folder / f"{name}.json").read_text("utf-8"))
+    path = folder / f"{name}.json"
+    try:
+        stored = json.loads(path.read_text("utf-8"))
+    except (OSError, ValueError) as error:
+        stored, why = None, f"{type(error).__name__}: {error}"
+    else:
+        why = "it lacks settings or row"
+    if not isinstance(stored, dict) or not {"settings", "row"} <= stored.keys():
+        raise InputError(f"out: {path} is not a stored result of advcal zeroshot ({why}); delete it or "
+                         "choose another folder")
     if stored["settings"] != settings:
         raise ConfigError(f"out: {folder} holds {name} results made with other settings "
                           f"({stored['settings']}); choose another folder or the same settings")
     return stored["row"]
 
 
-def _load(name: str, root: str | Path | None, specs: Mapping[str, str], limit: int | None) -> DataSource:
+def _spec_of(name: str, root: str | Path | None, specs: Mapping[str, str]) -> str:
+    """The data spec dataset ``name`` is read from, or an InputError saying it is not there."""
     if name in specs:
-        spec = specs[name]
-    elif root is not None and (Path(root) / name).is_dir():
-        spec = f"folder:{Path(root) / name}"
-    else:
-        where = f"{Path(root) / name}" if root is not None else "no --suite folder"
-        raise InputError(f"not found ({where}); give it as ROOT/{name}/ with one sub-folder per class")
+        return specs[name]
+    if root is not None and (Path(root) / name).is_dir():
+        return f"folder:{Path(root) / name}"
+    where = f"{Path(root) / name}" if root is not None else "no --suite folder"
+    raise InputError(f"not found ({where}); give it as ROOT/{name}/ with one sub-folder per class")
+
+
+def _load(name: str, root: str | Path | None, specs: Mapping[str, str], limit: int | None) -> DataSource:
+    spec = _spec_of(name, root, specs)
     kind, _, _ = parse_spec(spec)
     # Held-out sets: a source with an official test set gives that; any other is read whole.
     return load_data(spec, split="test" if kind.official_test else "all", limit=limit)

@@ -22,9 +22,10 @@ from advcal.analyses.text_fixes import evaluate_text_fixes
 from advcal.analyses.text_illusion import check_text_illusion
 from advcal.analyses.zeroshot import SuiteResult, run_zeroshot_suite
 from advcal.api.specs import (
+    as_option,
     attack_params,
     calibrated,
-    check_outputs,
+    check_config,
     class_names,
     load_models,
     load_one_model,
@@ -93,22 +94,27 @@ def run_list(config: ListConfig) -> list[tuple[str, str]]:
 
 def run_metrics(config: MetricsConfig) -> CalibrationReport:
     """``advcal metrics``: the calibration report of saved scores and labels (and its JSON)."""
-    check_outputs(config)
+    check_config(config)
     import advcal
     from advcal.metrics import calibration_report
     from advcal.metrics.files import read_scores_file
 
     data = read_scores_file(config.file, config.scores_key)
-    report = calibration_report(
-        data.scores,
-        data.labels,
-        n_bins=config.n_bins,
-        inputs=config.inputs or data.inputs,
-        smooth=config.smooth,
-        bootstrap=config.bootstrap,
-        seed=config.seed,
-        index=data.index,
-    )
+    try:
+        report = calibration_report(
+            data.scores,
+            data.labels,
+            n_bins=config.n_bins,
+            inputs=config.inputs or data.inputs,
+            smooth=config.smooth,
+            bootstrap=config.bootstrap,
+            seed=config.seed,
+            index=data.index,
+        )
+    except InputError as error:  # the arrays are the file's: say which file
+        if str(error).startswith(("scores:", "labels:", "index:")):
+            raise InputError(f"file: {config.file}: {error}") from None
+        raise
     if config.json_path is not None:
         write_json_atomic(
             config.json_path,
@@ -122,7 +128,7 @@ def run_audit(config: AuditConfig, progress: Progress = _quiet) -> AuditResult |
 
     Under torchrun every rank audits its part; rank 0 gets the result, the others None.
     """
-    check_outputs(config)
+    check_config(config)
     check_fail_on(config.fail_on)
     if is_text_audit(list(config.model), config.data):
         return _run_text_audit(config, progress)
@@ -154,7 +160,7 @@ def run_audit(config: AuditConfig, progress: Progress = _quiet) -> AuditResult |
             n_bins=config.bins,
             bootstrap=config.bootstrap,
             seed=config.seed,
-            batch_size=config.batch_size or AUDIT.batch_size,
+            batch_size=AUDIT.batch_size if config.batch_size is None else config.batch_size,
             profile=config.profile,
             device=config.device,
             illusion=config.illusion,
@@ -196,7 +202,7 @@ def _run_text_audit(config: AuditConfig, progress: Progress) -> AuditResult | No
     )
     attack = text_attack(config.attack)
     if attack == "embedding-pgd":
-        params: dict[str, object] = {"steps": config.steps} if config.steps else {}
+        params: dict[str, object] = {} if config.steps is None else {"steps": config.steps}
     else:
         params = {"query_budget": config.queries}
     with joined("cpu") as ranks:
@@ -209,7 +215,7 @@ def _run_text_audit(config: AuditConfig, progress: Progress) -> AuditResult | No
             n_bins=config.bins,
             bootstrap=config.bootstrap,
             seed=config.seed,
-            batch_size=config.batch_size or TEXT_BATCH_SIZE,
+            batch_size=TEXT_BATCH_SIZE if config.batch_size is None else config.batch_size,
             profile=config.profile,
             split=split,
             illusion=config.illusion,
@@ -232,7 +238,7 @@ def run_attack(config: AttackConfig, progress: Progress = _quiet) -> Adversarial
 
     Under torchrun ranks attack shards in turn; rank 0 gets the set, the others None.
     """
-    check_outputs(config)
+    check_config(config)
     source = load_data(config.data, split=config.split or default_split(config.data), limit=config.limit)
     spec, net = load_one_model(config.model, config.weights, config.normalize, source)
     epsilons = parse_numbers(config.eps, "eps") if config.eps else default_epsilons(source)
@@ -258,16 +264,17 @@ def run_attack(config: AttackConfig, progress: Progress = _quiet) -> Adversarial
 
 def run_illusion(config: IllusionConfig, progress: Progress = _quiet) -> tuple[str, IllusionReport]:
     """``advcal illusion``: the model's name and the illusion checks' findings (and their JSON)."""
-    check_outputs(config)
+    check_config(config)
     illusion_fails("genuine", config.fail_on)  # checks --fail-on before any work
     budget = one_budget(config.eps) if config.eps else None
     if is_text_audit([config.model], config.data):
         net, spec = load_text_model(config.model), config.model
         columns = {"text_column": config.text_column, "label_column": config.label_column}
         test = load_text_data(config.data, split=config.split, limit=config.limit, **columns)
-        calibration = load_text_data(
-            config.data, split=config.calibration_split, limit=config.limit, **columns
-        )
+        with as_option("calibration_split", "split"):
+            calibration = load_text_data(
+                config.data, split=config.calibration_split, limit=config.limit, **columns
+            )
         progress(f"checking {spec} for an illusion of robustness", 0, None)
         found = check_text_illusion(
             net,
@@ -282,7 +289,8 @@ def run_illusion(config: IllusionConfig, progress: Progress = _quiet) -> tuple[s
     else:
         test = load_data(config.data, split=config.split, limit=config.limit)
         spec, net = load_one_model(config.model, config.weights, config.normalize, test)
-        calibration = load_data(config.data, split=config.calibration_split, limit=config.limit)
+        with as_option("calibration_split", "split"):
+            calibration = load_data(config.data, split=config.calibration_split, limit=config.limit)
         progress(f"checking {spec} for an illusion of robustness", 0, None)
         found = check_illusion(
             net,
@@ -293,7 +301,7 @@ def run_illusion(config: IllusionConfig, progress: Progress = _quiet) -> tuple[s
             batch_size=config.batch_size,
             full=config.full,
             attack=config.attack,
-            **({"steps": config.steps} if config.steps else {}),
+            **({} if config.steps is None else {"steps": config.steps}),
         )
     if config.json_path is not None:
         write_json_atomic(config.json_path, {"model": spec, **found.to_dict()})
@@ -303,7 +311,7 @@ def run_illusion(config: IllusionConfig, progress: Progress = _quiet) -> tuple[s
 def run_calibrate(config: CalibrateConfig, progress: Progress = _quiet) -> tuple[str, FixesReport]:
     """``advcal calibrate``: the model's name and every fix scored clean and attacked; saves the
     fitted calibrators in ``out`` and the table as JSON when asked."""
-    check_outputs(config)
+    check_config(config)
     chosen = {"calibrators": split_names(config.calibrators), "fit_on": split_names(config.fit_on)}
     if is_text_audit([config.model], config.data):
         from advcal._core.validation import check_choice
@@ -315,9 +323,10 @@ def run_calibrate(config: CalibrateConfig, progress: Progress = _quiet) -> tuple
         check_choice(attack, "attack", SCORE_ATTACKS)
         columns = {"text_column": config.text_column, "label_column": config.label_column}
         test = load_text_data(config.data, split=config.split, limit=config.limit, **columns)
-        calibration = load_text_data(
-            config.data, split=config.calibration_split, limit=config.limit, **columns
-        )
+        with as_option("calibration_split", "split"):
+            calibration = load_text_data(
+                config.data, split=config.calibration_split, limit=config.limit, **columns
+            )
         spec, net = config.model, load_text_model(config.model, weights=config.weights)
         default = TEXT_ATTACKS[attack].default_budgets
         budgets = parse_numbers(config.eps, "eps") if config.eps else list(default)
@@ -335,7 +344,8 @@ def run_calibrate(config: CalibrateConfig, progress: Progress = _quiet) -> tuple
     else:
         test = load_data(config.data, split=config.split, limit=config.limit)
         spec, net = load_one_model(config.model, config.weights, config.normalize, test)
-        calibration = load_data(config.data, split=config.calibration_split, limit=config.limit)
+        with as_option("calibration_split", "split"):
+            calibration = load_data(config.data, split=config.calibration_split, limit=config.limit)
         epsilons = parse_numbers(config.eps, "eps") if config.eps else default_epsilons(test)
         progress(f"fitting and attacking calibrators of {spec}", 0, None)
         found = evaluate_fixes(
@@ -361,7 +371,7 @@ def run_calibrate(config: CalibrateConfig, progress: Progress = _quiet) -> tuple
 def run_train(config: TrainConfig, progress: Progress = _quiet):  # -> advcal.training.TrainingRun
     """``advcal train``: the trained run (log and checkpoints in ``out``), its model saved there as
     ``model.safetensors`` (a Hugging Face folder ``model/`` for an ``hf:`` text classifier)."""
-    check_outputs(config)
+    check_config(config)
     from safetensors.torch import save_file
 
     from advcal.models import load_model, load_weights, new_model
@@ -374,7 +384,7 @@ def run_train(config: TrainConfig, progress: Progress = _quiet):  # -> advcal.tr
     recipe = Recipe(
         config.recipe,
         eps=one_budget(config.eps or eps),
-        steps=config.steps or steps,
+        steps=steps if config.steps is None else config.steps,
         alpha=one_budget(step_size, "alpha") if step_size else None,
         trades_beta=config.trades_beta,
         train_temperature=config.train_temperature,
@@ -391,11 +401,15 @@ def run_train(config: TrainConfig, progress: Progress = _quiet):  # -> advcal.tr
         columns = {"text_column": config.text_column, "label_column": config.label_column}
         net = load_text_model(config.model, weights=config.weights)
         train_data = load_text_data(config.data, split=config.split, **columns)
-        validation = load_text_data(config.data, split=config.val_split, limit=config.val_limit, **columns)
-        reference = load_text_model(config.frozen_from) if config.frozen_from else None
+        with as_option("val_split", "split"):
+            validation = load_text_data(config.data, split=config.val_split, limit=config.val_limit,
+                                        **columns)
+        with as_option("frozen_from", "model"):
+            reference = load_text_model(config.frozen_from) if config.frozen_from else None
     else:
         train_data = load_data(config.data, split=config.split)
-        validation = load_data(config.data, split=config.val_split, limit=config.val_limit)
+        with as_option("val_split", "split"):
+            validation = load_data(config.data, split=config.val_split, limit=config.val_limit)
         if config.model.startswith("clip:"):  # fine-tuned from its pretrained weights
             (net,) = load_models(
                 [config.model],
@@ -410,7 +424,8 @@ def run_train(config: TrainConfig, progress: Progress = _quiet):  # -> advcal.tr
                 net = new_model(config.model)
             if config.weights is not None:  # or from a checkpoint, to fine-tune
                 load_weights(net, config.weights)
-        reference = load_model(config.frozen_from) if config.frozen_from else None
+        with as_option("frozen_from", "model"):
+            reference = load_model(config.frozen_from) if config.frozen_from else None
     label = f"training {config.model} ({config.recipe})"
     warmup = 1.0 if clip and config.epochs > 1 else 0.0
     run = train(
@@ -438,7 +453,7 @@ def run_train(config: TrainConfig, progress: Progress = _quiet):  # -> advcal.tr
 
 def run_zeroshot(config: ZeroshotConfig, progress: Progress = _quiet) -> SuiteResult:
     """``advcal zeroshot``: the suite over the datasets found, results (resumed) in ``out``."""
-    check_outputs(config)
+    check_config(config)
     from advcal.clip import load_clip
 
     if not config.model.startswith("clip:"):
@@ -451,11 +466,16 @@ def run_zeroshot(config: ZeroshotConfig, progress: Progress = _quiet) -> SuiteRe
         named_specs[name] = value
     prompts = None
     if config.templates is not None:
+        expected = "expected a UTF-8 text file of prompt templates, one per line, {} for the class name"
         if not config.templates.is_file():
-            raise InputError(
-                f"templates: {config.templates} does not exist; expected templates, one per line"
-            )
-        prompts = [line.strip() for line in config.templates.read_text("utf-8").splitlines() if line.strip()]
+            raise InputError(f"templates: {config.templates} does not exist or is not a file; {expected}")
+        try:
+            text = config.templates.read_text("utf-8")
+        except UnicodeDecodeError:
+            raise InputError(f"templates: {config.templates} is not UTF-8 text; {expected}") from None
+        prompts = [line.strip() for line in text.splitlines() if line.strip()]
+        if not prompts:  # an empty list would fall back to the default template, unasked
+            raise InputError(f"templates: {config.templates} holds no templates; {expected}")
     budget = one_budget(config.eps)
     heads = []
 

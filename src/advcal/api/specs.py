@@ -4,13 +4,14 @@ calibrated and ensembled models, text inputs, attack settings."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from torch import nn
 
-from advcal._core.errors import ConfigError, InputError
-from advcal._core.validation import check_output
+from advcal._core.errors import AdvcalError, ConfigError, InputError
+from advcal._core.validation import check_int, check_output, check_seed
 
 
 def split_names(text: str | None) -> list[str]:
@@ -119,12 +120,35 @@ def refuse_for_text(**given: object) -> None:
         raise ConfigError(f"{', '.join(named)}: not available for text audits yet")
 
 
-def check_outputs(config: object) -> None:
-    """Every output of ``config`` (the fields marked ``output``) is a place that can be
-    written, before any work starts: a bad --out fails at once, not after the attack."""
+def check_config(config: object) -> None:
+    """Every option of ``config`` in range and every output (the fields marked ``output``) a
+    place that can be written, before any work starts: a bad ``--queries`` or ``--out`` fails at
+    once, whether or not this run would use it, not after the attack.
+
+    Ranges come from the fields' ``minimum`` (an int option, None allowed where it means
+    "default") and from their name (every ``seed`` through :func:`check_seed`)."""
     for field in dataclasses.fields(config):
-        kind = field.metadata.get("output")
         value = getattr(config, field.name)
-        if kind and value is not None:  # named as the option is (--json for json_path)
-            name = field.metadata.get("flag", field.name.replace("_", "-")).lstrip("-")
-            check_output(value, name, kind)
+        if value is None:
+            continue
+        # named as the option is (--json for json_path)
+        name = field.metadata.get("flag", field.name.replace("_", "-")).lstrip("-")
+        if "minimum" in field.metadata:
+            check_int(value, name.replace("-", "_"), field.metadata["minimum"])
+        if field.name == "seed":
+            check_seed(value)
+        if field.metadata.get("output"):
+            check_output(value, name, field.metadata["output"])
+
+
+@contextmanager
+def as_option(option: str, inner: str) -> Iterator[None]:
+    """An error the body raises about its own argument ``inner`` re-raised about the user's
+    ``option`` (``split: ...`` from loading the calibration split is ``calibration_split: ...``)."""
+    try:
+        yield
+    except AdvcalError as error:
+        text = str(error)
+        if not text.startswith(f"{inner}:"):
+            raise
+        raise type(error)(f"{option}:{text[len(inner) + 1:]}") from None

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from advcal._core.contract import as_tensor, check_labels
+from advcal._core.devices import check_same_device, single_device
 from advcal._core.errors import InputError, describe
 from advcal._core.validation import check_choice, check_positive, check_seed
 from advcal.attacks.losses import LossFn, get_loss
@@ -97,6 +98,8 @@ class Attack(ABC):
     """
 
     name: ClassVar[str] = "attack"
+    # Whether the attack reads the model's gradient at the input (score-only attacks do not).
+    needs_gradient: ClassVar[bool] = True
     norm: str = "linf"
 
     def __init__(
@@ -161,6 +164,10 @@ class Attack(ABC):
     ) -> AttackResult | list[AttackResult]:
         """The attack at every ε of the sweep, gradients on."""
         results = []
+        if any(True for _ in (*model.parameters(), *model.buffers())):  # else it runs anywhere
+            device = single_device(model, "model")
+            check_same_device(x_t, "x", device, "the model")
+            check_same_device(y_t, "y", device, "the model")
         with frozen(model), self._precision(x_t):
             x_t = x_t.to(torch.float64 if self.precision == "float64" else torch.float32)
             if clean_logits is None:
@@ -245,6 +252,8 @@ class Attack(ABC):
         self, x: object, y: object, index: object | None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         x_t = as_tensor(x, "x")
+        if x_t.device.type == "meta":
+            raise InputError("x: is on the meta device (a tensor without values); expected real inputs")
         if not x_t.is_floating_point():
             raise InputError(f"x: expected floating-point inputs in [0, 1], got {describe(x_t)}")
         if x_t.ndim < 2 or x_t.shape[0] == 0:
@@ -285,8 +294,8 @@ def _eps_list(eps: float | Sequence[float]) -> tuple[tuple[float, ...], bool]:
     if not values:
         raise InputError("eps: expected at least one value, got an empty list")
     for value in values:
-        if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
-            raise InputError(f"eps: expected non-negative numbers, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < math.inf:
+            raise InputError(f"eps: expected non-negative finite numbers, got {value!r}")
     return tuple(float(v) for v in values), isinstance(eps, Sequence)
 
 

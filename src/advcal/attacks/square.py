@@ -90,6 +90,7 @@ class Square(Attack):
     """
 
     name = "square"
+    needs_gradient = False
     # Replace a proposal that would not move the point by the opposite signs (see step 2).
     _avoid_no_ops: ClassVar[bool] = True
 

@@ -22,6 +22,7 @@ from torch import nn
 
 from advcal._core.errors import ConfigError, InputError, MissingDependencyError
 from advcal._core.rng import torch_seeded
+from advcal._core.tensor_files import check_tensors, read_state_dict
 from advcal._core.torchvision_compat import ensure_torchvision_importable
 from advcal.clip.zeroshot import DEFAULT_TEMPLATES, ZeroShotClassifier
 from advcal.models.state import load_state
@@ -84,23 +85,12 @@ def read_class_names(path: str | os.PathLike[str]) -> list[str]:
 
 
 def _read_weights(path: Path) -> dict[str, torch.Tensor]:
-    if not path.is_file():
-        raise InputError(f"weights: {path} does not exist; expected a local CLIP checkpoint "
-                         "(.safetensors, .pt, .pth or .bin)")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    if path.suffix not in (".pt", ".pth", ".bin"):
-        raise InputError(f"weights: expected a .safetensors, .pt, .pth or .bin file, got {path.name!r}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # weights_only refuses pickled code: say so, in one line
-        raise InputError(f"weights: cannot read {path} as a state dict: {error}") from None
-    state = state.get("state_dict", state) if isinstance(state, dict) else state
+    state = read_state_dict(path, "weights", torch_suffixes=(".pt", ".pth", ".bin"))
+    state = state.get("state_dict", state)  # a training checkpoint's model part
     if not isinstance(state, dict):
-        raise InputError(f"weights: {path} holds a {type(state).__name__}, expected a state dict")
-    return state
+        raise InputError(f"weights: {path} holds a {type(state).__name__} under 'state_dict', "
+                         "expected a state dict")
+    return check_tensors(state, path, "weights")
 
 
 def _clip_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from advcal._core.errors import InputError, describe
+from advcal._core.validation import check_label_bound
 from advcal.data.base import RawData, SourceKind
 
 
@@ -63,6 +64,8 @@ def _check_y(y: np.ndarray, n: int, path: Path) -> np.ndarray:
         raise InputError(f"npz: y in {path}: expected {n} integer labels in a 1-D array, got {describe(y)}")
     if n and y.min() < 0:
         raise InputError(f"npz: y in {path}: label {int(y.min())} found, expected labels >= 0")
+    if n:
+        check_label_bound(int(y.max()), f"npz: y in {path}")
     return y.astype(np.int64)
 
 

@@ -19,8 +19,8 @@ KINDS: Registry[SourceKind] = Registry("data kind")
 for _kind, _summary in (
     (digits.KIND, "scikit-learn's 8x8 digits (1,797 images, 10 classes)"),
     (fashion_mnist.KIND, "Fashion-MNIST's IDX files, from DIR or the offline copy"),
-    (cifar.CIFAR10_KIND, "CIFAR-10's python batches in DIR (its official test set)"),
-    (cifar.CIFAR100_KIND, "CIFAR-100's python batches in DIR (its official test set)"),
+    (cifar.CIFAR10_KIND, "CIFAR-10's binary release in DIR (its official test set)"),
+    (cifar.CIFAR100_KIND, "CIFAR-100's binary release in DIR (its official test set)"),
     (npz.KIND, "a numpy.savez file: x (N, C, H, W) in [0, 1] or uint8 and y (N,) labels, audited whole"),
     (folder.KIND, "an image folder, one subfolder per class (ImageFolder layout), audited whole"),
     (torchvision_source.KIND, "a torchvision.datasets class NAME, from its files under ROOT (no download)"),

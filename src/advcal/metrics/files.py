@@ -14,8 +14,11 @@ from pathlib import Path
 import numpy as np
 
 from advcal._core.errors import InputError
+from advcal._core.tensor_files import read_safetensors
 
 SCORE_KEYS = ("logits", "probs", "log_probs")
+SAVE_SCORES = ("expected scores and labels saved with safetensors.numpy.save_file(PATH, {\"logits\": ..., "
+               "\"labels\": ...}) or numpy.savez")
 LABEL_KEYS = ("labels", "y")
 
 
@@ -37,12 +40,10 @@ def _load_arrays(path: Path) -> dict[str, np.ndarray]:
         if suffix == ".npz":
             with np.load(path, allow_pickle=False) as archive:
                 return {name: archive[name] for name in archive.files}
-        if suffix == ".safetensors":
-            from safetensors.numpy import load_file
-
-            return load_file(str(path))
-    except (OSError, ValueError, zipfile.BadZipFile, RuntimeError) as error:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, RuntimeError) as error:
         raise InputError(f"file: cannot read {path} as {suffix}: {error}") from None
+    if suffix == ".safetensors":
+        return read_safetensors(path, "file", framework="np", expected=SAVE_SCORES)
     raise InputError(f"file: expected a .npz or .safetensors file, got {path.name!r}")
 
 

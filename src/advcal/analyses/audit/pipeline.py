@@ -17,7 +17,7 @@ from torch import nn
 
 import advcal
 from advcal._core.devices import module_device, placed, resolve_device
-from advcal._core.errors import AdvcalError, ConfigError, InputError
+from advcal._core.errors import ConfigError, InputError, describe
 from advcal._core.validation import check_int
 from advcal.analyses.audit.flags import (
     Thresholds,
@@ -38,12 +38,13 @@ from advcal.attacks import get_attack
 from advcal.data import AdversarialSet, DataSource, load_data
 from advcal.defaults import AUDIT
 from advcal.engine.distributed import agree, deal_out, rank_positions, shard, world
+from advcal.engine.model_check import check_model_fits
 from advcal.engine.passes import ImageAttack, Modality, ProgressFn, StoredSet, Streamed, stream
 from advcal.metrics import CalibrationReport
 from advcal.metrics.paired import paired_changes
 from advcal.metrics.selective import coverage_threshold, risk_coverage, selective_risk
 from advcal.metrics.stats import check_stats_memory
-from advcal.models import check_logits, frozen, model_fingerprint
+from advcal.models import model_fingerprint
 from advcal.models.provenance import model_origins
 
 
@@ -127,6 +128,9 @@ def audit(
         raise InputError("models: expected at least one model")
     if isinstance(data, str):
         data = load_data(data)
+    if not isinstance(data, DataSource | AdversarialSet):
+        raise InputError(f"data: expected a DataSource (advcal.data.load_data), an AdversarialSet or a "
+                         f"data spec, got {describe(data)}")
     check_int(batch_size, "batch_size", 1)
     check_int(bootstrap, "bootstrap", 0)
     check_stats_memory(check_int(n_bins, "n_bins", 1), len(data.classes), bootstrap)
@@ -144,6 +148,7 @@ def audit(
     labels = [f"{e:g}" for e in epsilons]
     if len(set(labels)) != len(labels):
         raise InputError(f"epsilons: expected distinct values, got {', '.join(labels)}")
+    attacker = None
     if not isinstance(data, AdversarialSet):
         attacker = get_attack(attack, eps=epsilons, seed=seed, **dict(attack_params or {}))
         attack_params_record = attacker.params()
@@ -169,7 +174,8 @@ def audit(
     try:
         for name, model in models.items():
             with placed(model, target):
-                check_model_fits(name, model, data, batch_size)
+                check_model_fits(name, model, data, batch_size,
+                                 needs_gradient=attacker is not None and attacker.needs_gradient)
     except Exception as error:
         failure = error
     agree(failure, ranks)
@@ -288,32 +294,6 @@ def _model_checks(
         found["fixes"] = table.to_dict()
         found["flags"] += [fix_flag(flag).as_dict() for flag in table.flags]
     return found
-
-
-def check_model_fits(name: str, model: nn.Module, data: DataSource | AdversarialSet, batch_size: int) -> None:
-    """One forward pass on the first few samples: ``model`` must take ``data``'s inputs and return
-    ``(n, classes)`` logits with one column per class of the data; else an InputError naming the
-    model, the data's shape and what went wrong (before any attack runs)."""
-    size = min(batch_size, 8)
-    first = next(iter(data.batches(size) if isinstance(data, DataSource) else data.batches(size, [0])))
-    x = first[1].to(module_device(model))
-    shape = "x".join(str(d) for d in x.shape[1:])
-    source = data.name if isinstance(data, DataSource) else str(data.path)
-    try:
-        with frozen(model), torch.no_grad():
-            logits = model(x)
-    except AdvcalError:
-        raise
-    except Exception as error:
-        message = (str(error).strip().splitlines() or [""])[0]
-        raise InputError(f"model {name}: cannot take the data's inputs ({source}: {len(x)} x {shape}, "
-                         f"values in [0, 1]); its forward pass raised {type(error).__name__}: "
-                         f"{message}") from None
-    check_logits(logits, len(x), f"model {name}")
-    n_classes = len(data.classes)
-    if logits.shape[1] != n_classes:
-        raise InputError(f"model {name}: returns {logits.shape[1]} logits per input, but the data "
-                         f"({source}) has {n_classes} classes; expected one logit per class")
 
 
 def _calibration_split(data: DataSource | AdversarialSet, calibration: DataSource | None) -> DataSource:

@@ -40,6 +40,7 @@ from advcal.analyses.illusion.search import log_grid, optimise_temperature
 from advcal.attacks import APGD, FGSM, PGD, Attack, Square, get_attack
 from advcal.calibration import fit_temperature
 from advcal.data import DataSource
+from advcal.engine.model_check import check_model_fits
 from advcal.models import check_logits, frozen
 
 VERDICTS = ("genuine", "suspect", "illusion")
@@ -178,6 +179,7 @@ def check_illusion(
     check_int(batch_size, "batch_size", 1)
     if not 0 < eps < 1:
         raise InputError(f"eps: expected a budget in (0, 1) input units, got {eps!r}")
+    check_model_fits("", model, test, batch_size, needs_gradient=True)  # PGD runs on it
     runner = _Runner(model, batch_size)
     checks: dict[str, dict[str, object]] = {}
 
