@@ -135,7 +135,8 @@ OUTPUTS = [
 # Models that misbehave, from a Python file the user wrote: (commands, factories).
 MODELS = [
     (IMAGE_COMMANDS, ["raises", "needs_args", "not_module", "forward", "shape", "nograph", "nan",
-                      "int_", "tuple_", "missing_factory", "constant"]),
+                      "int_", "tuple_", "missing_factory", "constant", "late"]),
+    (("train",), ["raises", "needs_args", "not_module", "forward", "shape", "nan", "late"]),
     (("audit", "illusion"), ["backward"]),
     (("audit", "attack"), ["syntax", "importfail"]),
 ]
@@ -255,6 +256,9 @@ class Linear(nn.Module):
         self.layer, self.how = nn.Linear(64, 10), how
 
     def forward(self, x):
+        self.calls = getattr(self, "calls", 0) + 1
+        if self.how == "late" and self.calls == 6:  # past the first-batch check, in the real work
+            raise RuntimeError("an illegal memory access was encountered")
         if self.how == "forward":
             raise ValueError("forward broke")
         if self.how == "backward" and x.requires_grad:
@@ -279,7 +283,7 @@ def not_module():
     return 42
 
 
-for _how in ("forward", "shape", "nograph", "nan", "int_", "tuple_", "backward", "constant"):
+for _how in ("forward", "shape", "nograph", "nan", "int_", "tuple_", "backward", "constant", "late"):
     globals()[_how] = (lambda how: lambda: Linear(how))(_how)
 '''
 
@@ -352,7 +356,13 @@ def test_a_hostile_command_line_is_one_line_and_exit_2(files, tmp_path, capsys, 
     assert line.startswith("advcal: error: "), line
     assert names_the_argument(line, argument, resolved[-1]), line
     assert "pickle code ran" not in captured.out + captured.err
-    assert not out.exists()  # nothing written
+    if args[-1].endswith(":late") and args[0] in ("attack", "train"):
+        # failed in the middle of the work: what it finished is kept, whole, for a resume
+        manifest = out / "manifest.json"
+        assert not (out / "model.safetensors").exists()  # train: no final model
+        assert not manifest.exists() or not json.loads(manifest.read_text())["complete"]  # attack
+    else:
+        assert not out.exists()  # nothing written
     assert sorted(p.name for p in files.iterdir()) == before
 
 
@@ -513,3 +523,12 @@ def test_a_hostile_api_call_raises_an_advcal_error_naming_the_argument(what, cal
     with pytest.raises(AdvcalError) as refused:
         call()
     assert names_the_argument(str(refused.value), argument, ""), str(refused.value)
+
+
+def test_an_error_that_never_ran_through_the_users_code_keeps_its_traceback():
+    from advcal._core.user_code import blame_user_code
+
+    try:
+        raise ValueError("a bug of advcal's own")
+    except ValueError as error:
+        assert blame_user_code(error) is None  # main re-raises it: a bug report needs the traceback

@@ -7,8 +7,10 @@ from advcal._core.errors import (
     AdvcalError,
     ConfigError,
     DistributedError,
+    FaultError,
     InputError,
     MissingDependencyError,
 )
 
-__all__ = ["AdvcalError", "ConfigError", "DistributedError", "InputError", "MissingDependencyError"]
+__all__ = ["AdvcalError", "ConfigError", "DistributedError", "FaultError", "InputError",
+           "MissingDependencyError"]

@@ -1,11 +1,37 @@
-"""Atomic file writes: a reader never sees a half-written file, a crash leaves the old one."""
+"""Atomic file writes: a reader never sees a half-written file, a crash leaves the old one.
+
+A write goes to ``.NAME.XXXXXXXX.tmp`` beside ``NAME`` and is renamed over it. A kill between
+the two leaves that temporary file behind; :func:`remove_stale_temporaries` recognises and
+deletes them, and every command calls it on its outputs before it writes
+(:func:`advcal.api.specs.check_config`).
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
+
+# What tempfile.mkstemp(prefix=".NAME.", suffix=".tmp") makes: eight characters between them.
+_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp$")
+
+
+def remove_stale_temporaries(folder: str | os.PathLike, name: str | None = None) -> list[Path]:
+    """Delete the temporary files interrupted atomic writes left in ``folder`` (only those of
+    ``name`` when given) and return them. One advcal process writes a folder at a time: a
+    temporary file found when it starts is a dead one's."""
+    root = Path(folder)
+    if not root.is_dir():
+        return []
+    stale = []
+    for path in root.iterdir():
+        found = _TEMPORARY.match(path.name)
+        if found and (name is None or found.group("name") == name) and path.is_file():
+            path.unlink(missing_ok=True)
+            stale.append(path)
+    return stale
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:

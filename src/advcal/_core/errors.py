@@ -1,7 +1,9 @@
 """Errors raised by advcal.
 
 Every error a user can cause is an :class:`AdvcalError`. Messages name the argument, what was
-given and what was expected, so the CLI can print them as one line and exit with status 2.
+given and what was expected, so the CLI can print them as one line and exit with status 2. A
+:class:`FaultError` is not the user's input but the job failing around it (a rank that died, a
+stop signal): the CLI prints it as one line too, and exits with status 3.
 """
 
 from __future__ import annotations
@@ -25,6 +27,11 @@ class MissingDependencyError(AdvcalError, ImportError):
 
 class DistributedError(AdvcalError):
     """Ranks disagree (different keys, dtypes or settings), or another rank failed."""
+
+
+class FaultError(AdvcalError):
+    """The job stopped for a reason outside its input: another rank died, or a signal stopped it.
+    What it had written atomically stays whole; a rerun resumes where the command can."""
 
 
 def describe(value: object) -> str:

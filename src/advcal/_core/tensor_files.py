@@ -36,6 +36,22 @@ def read_safetensors(path: str | Path, argument: str, framework: str = "pt",
                          ) from None
 
 
+def read_safetensors_metadata(path: str | Path, argument: str, expected: str = HOW_TO_SAVE) -> dict[str, str]:
+    """The string metadata in the header of the safetensors file ``path`` (empty when none),
+    with the errors of :func:`read_safetensors`."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    _require_file(path, argument)
+    try:
+        with safe_open(str(path), framework="np") as handle:
+            return dict(handle.metadata() or {})
+    except Exception as error:  # SafetensorError (a bare Exception subclass), or OSError
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise InputError(f"{argument}: {path} is not a readable safetensors file ({reason}); {expected}"
+                         ) from None
+
+
 def read_state_dict(path: str | Path, argument: str,
                     torch_suffixes: Collection[str] = (".pt", ".pth")) -> dict:
     """A state dict (names to tensors) from ``path``: a ``.safetensors`` file, or one of

@@ -21,7 +21,7 @@ from safetensors.torch import save as save_safetensors
 from torch import nn
 
 import advcal
-from advcal._core.atomic import write_bytes_atomic, write_json_atomic
+from advcal._core.atomic import remove_stale_temporaries, write_bytes_atomic, write_json_atomic
 from advcal._core.devices import module_device, placed, resolve_device
 from advcal._core.errors import ConfigError, InputError
 from advcal._core.validation import check_int
@@ -168,6 +168,7 @@ def _store_shard(folder: Path, manifest: dict[str, object], position: int, paylo
 
 def _open_manifest(folder: Path, recipe: dict[str, object], model_spec: str | None) -> dict[str, object]:
     """The existing manifest when it holds ``recipe``, else a new one (refusing foreign folders)."""
+    remove_stale_temporaries(folder)  # a run killed mid-write: before the folder is judged empty
     if (folder / MANIFEST).exists():
         manifest = read_manifest(folder)
         differences = _differences(manifest["recipe"], recipe)

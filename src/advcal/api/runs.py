@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from advcal._core.atomic import write_json_atomic
+from advcal._core.atomic import write_bytes_atomic, write_json_atomic
 from advcal._core.errors import ConfigError, InputError
 from advcal._core.validation import check_choice, parse_numbers
 from advcal.analyses.adversarial_sets import make_adversarial_set
@@ -48,6 +48,7 @@ from advcal.configs import (
 from advcal.data import AdversarialSet, default_split, load_data
 from advcal.defaults import AUDIT
 from advcal.engine.distributed import joined
+from advcal.engine.model_check import check_model_fits
 from advcal.metrics import CalibrationReport
 from advcal.results.verdict import check_fail_on
 from advcal.text.loading import default_text_split, is_text_audit, load_text_data, load_text_model
@@ -372,7 +373,7 @@ def run_train(config: TrainConfig, progress: Progress = _quiet):  # -> advcal.tr
     """``advcal train``: the trained run (log and checkpoints in ``out``), its model saved there as
     ``model.safetensors`` (a Hugging Face folder ``model/`` for an ``hf:`` text classifier)."""
     check_config(config)
-    from safetensors.torch import save_file
+    from safetensors.torch import save as safetensors_bytes
 
     from advcal.models import load_model, load_weights, new_model
     from advcal.models.state import unique_state_dict
@@ -426,6 +427,8 @@ def run_train(config: TrainConfig, progress: Progress = _quiet):  # -> advcal.tr
                 load_weights(net, config.weights)
         with as_option("frozen_from", "model"):
             reference = load_model(config.frozen_from) if config.frozen_from else None
+        # before anything is written: the model takes the data, and has a gradient to train on
+        check_model_fits(config.model, net, train_data, config.batch_size, needs_gradient=True)
     label = f"training {config.model} ({config.recipe})"
     warmup = 1.0 if clip and config.epochs > 1 else 0.0
     run = train(
@@ -446,8 +449,9 @@ def run_train(config: TrainConfig, progress: Progress = _quiet):  # -> advcal.tr
     )
     if config.model.startswith("hf:"):  # a Hugging Face folder in, a Hugging Face folder out
         run.model.save_pretrained(Path(config.out) / "model")
-    else:
-        save_file(unique_state_dict(run.model), str(Path(config.out) / "model.safetensors"))
+    else:  # atomically: a kill mid-write must not leave a model file that looks whole
+        weights = safetensors_bytes(unique_state_dict(run.model))
+        write_bytes_atomic(Path(config.out) / "model.safetensors", weights)
     return run
 
 

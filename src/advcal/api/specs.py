@@ -4,12 +4,14 @@ calibrated and ensembled models, text inputs, attack settings."""
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 from torch import nn
 
+from advcal._core.atomic import remove_stale_temporaries
 from advcal._core.errors import AdvcalError, ConfigError, InputError
 from advcal._core.validation import check_int, check_output, check_seed
 
@@ -126,7 +128,9 @@ def check_config(config: object) -> None:
     once, whether or not this run would use it, not after the attack.
 
     Ranges come from the fields' ``minimum`` (an int option, None allowed where it means
-    "default") and from their name (every ``seed`` through :func:`check_seed`)."""
+    "default") and from their name (every ``seed`` through :func:`check_seed`). Temporary files
+    a killed run left in the outputs are removed (:func:`remove_stale_temporaries`)."""
+    outputs = []
     for field in dataclasses.fields(config):
         value = getattr(config, field.name)
         if value is None:
@@ -138,7 +142,16 @@ def check_config(config: object) -> None:
         if field.name == "seed":
             check_seed(value)
         if field.metadata.get("output"):
-            check_output(value, name, field.metadata["output"])
+            outputs.append((check_output(value, name, field.metadata["output"]), field.metadata["output"]))
+    # A run killed mid-write left .NAME.XXXXXXXX.tmp beside its outputs: garbage, removed now
+    # that the options are valid. Under torchrun rank 0 alone writes, so it alone cleans (another
+    # rank, started later, could otherwise remove a file rank 0 is writing).
+    if os.environ.get("RANK", "0") == "0":
+        for path, kind in outputs:
+            if kind == "folder":
+                remove_stale_temporaries(path)
+            else:
+                remove_stale_temporaries(path.parent, path.name)
 
 
 @contextmanager

@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import ClassVar
 
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
 import advcal
-from advcal._core.atomic import write_json_atomic
+from advcal._core.atomic import write_bytes_atomic, write_json_atomic
 from advcal._core.errors import InputError, describe
 
 PARAMS_FILE, TENSORS_FILE = "calibrator.json", "calibrator.safetensors"
@@ -80,7 +80,7 @@ class Calibrator(ABC):
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         tensors = {name: t.detach().cpu().contiguous() for name, t in self._tensors().items()}
-        save_file(tensors, str(folder / TENSORS_FILE))
+        write_bytes_atomic(folder / TENSORS_FILE, safetensors_bytes(tensors))
         write_json_atomic(folder / PARAMS_FILE, {"kind": self.kind, "advcal_version": advcal.__version__,
                                                  "n_classes": self.n_classes, "settings": self._settings()})
         return folder

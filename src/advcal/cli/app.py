@@ -20,6 +20,7 @@ app = typer.Typer(name="advcal", help="Can this classifier's confidence be trust
 # Typer re-exports click's BadParameter whether it vendors click or depends on it; its base
 # ClickException is what every usage error raises when standalone mode is off.
 USAGE_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+USAGE_ABORT = typer.Abort
 console = Console()
 err_console = Console(stderr=True)
 

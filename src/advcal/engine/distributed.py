@@ -29,7 +29,7 @@ import torch.distributed as dist
 
 from advcal._core.contract import OUTPUT_KINDS
 from advcal._core.devices import resolve_device
-from advcal._core.errors import DistributedError, InputError, describe
+from advcal._core.errors import DistributedError, FaultError, InputError, describe
 from advcal._core.validation import check_int
 from advcal.data.source import DataSource
 from advcal.metrics.stats import CalibrationStats
@@ -115,7 +115,8 @@ def joined(device: torch.device | str = "cpu") -> Iterator[World]:
             # Leave together: a rank that tears gloo down while another is still in its last
             # collective can abort ("terminate called without an active exception"). On an
             # error there is no barrier: agree() made every rank raise, and torchrun stops the rest.
-            dist.barrier()
+            with _with_the_others("the final barrier"):
+                dist.barrier()
     finally:
         if created and dist.is_initialized():
             dist.destroy_process_group()
@@ -370,9 +371,23 @@ def _device() -> torch.device:
     return torch.device("cpu")
 
 
+@contextmanager
+def _with_the_others(what: str) -> Iterator[None]:
+    """A collective's failure — a rank that died, so its connections closed or it timed out —
+    as a :class:`FaultError` that names it, instead of the backend's multi-line message."""
+    try:
+        yield
+    except RuntimeError as error:  # gloo and NCCL raise DistBackendError, a RuntimeError
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        reason = lines[0][:200] if lines else type(error).__name__
+        raise FaultError(f"rank {dist.get_rank()}: lost the other ranks during {what} ({reason}); another "
+                         "rank probably died; the job stopped before its result was complete") from None
+
+
 def _broadcast(tensor: torch.Tensor, src: int) -> torch.Tensor:
     tensor = tensor.to(_device())
-    dist.broadcast(tensor, src)
+    with _with_the_others("a broadcast"):
+        dist.broadcast(tensor, src)
     return tensor
 
 
@@ -381,7 +396,8 @@ def _all_gather_bytes(buffer: np.ndarray) -> list[np.ndarray]:
     device = _device()
     length = torch.tensor([len(buffer)], dtype=torch.int64, device=device)
     lengths = [torch.empty_like(length) for _ in range(dist.get_world_size())]
-    dist.all_gather(lengths, length)
+    with _with_the_others("a gather"):
+        dist.all_gather(lengths, length)
     return _all_gather_padded(buffer, [int(value.item()) for value in lengths])
 
 
@@ -395,7 +411,8 @@ def _all_gather_padded(buffer: np.ndarray, lengths: list[int]) -> list[np.ndarra
     padded[: len(buffer)] = torch.from_numpy(np.array(buffer, dtype=np.uint8))
     padded = padded.to(device)
     received = [torch.empty(longest, dtype=torch.uint8, device=device) for _ in lengths]
-    dist.all_gather(received, padded)
+    with _with_the_others("a gather"):
+        dist.all_gather(received, padded)
     return [part[:length].cpu().numpy() for part, length in zip(received, lengths, strict=True)]
 
 

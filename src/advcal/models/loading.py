@@ -21,6 +21,7 @@ from torch import nn
 from advcal._core.errors import AdvcalError, ConfigError, InputError
 from advcal._core.registry import Registry
 from advcal._core.tensor_files import check_tensors, read_state_dict
+from advcal._core.user_code import register_user_code
 from advcal.models.provenance import FACTORY, FILE, SHIPPED, record_origin
 from advcal.models.reference import DigitsCNN, FashionCNN
 from advcal.models.state import load_state
@@ -133,6 +134,7 @@ def _from_factory(spec: str) -> nn.Module:
             raise InputError(f"model: cannot import {target!r}: {error}") from None
         except Exception as error:
             raise InputError(_failed(spec, "importing", target, error)) from None
+    register_user_code(getattr(module, "__file__", None), spec)  # its errors, later, are the model's
     factory = getattr(module, attribute, None)
     if not callable(factory):
         raise InputError(f"model: {target!r} has no callable {attribute!r}")

@@ -29,10 +29,10 @@ from safetensors.torch import save as save_safetensors
 from torch import nn
 
 import advcal
-from advcal._core.atomic import write_bytes_atomic, write_json_atomic
-from advcal._core.errors import ConfigError
+from advcal._core.atomic import remove_stale_temporaries, write_bytes_atomic, write_json_atomic
+from advcal._core.errors import ConfigError, InputError
 from advcal._core.rng import torch_seeded
-from advcal._core.tensor_files import read_safetensors
+from advcal._core.tensor_files import read_safetensors, read_safetensors_metadata
 from advcal._core.validation import check_choice, check_int, check_positive
 from advcal.data import DataSource
 from advcal.metrics import calibration_report
@@ -59,6 +59,7 @@ if TYPE_CHECKING:
     from advcal.text import TextDataset
 
 CHECKPOINT, STATE, LOG = "checkpoint.safetensors", "checkpoint.json", "log.csv"
+STATE_KEY = "advcal_checkpoint"  # the checkpoint's record, in its safetensors header
 FROZEN_SET, REPORT = "frozen-validation.safetensors", "training-report.html"
 REFERENCE = "reference.safetensors"  # the model as training began, for recipes that compare with it
 OPTIMIZERS = ("adam", "sgd")
@@ -151,18 +152,19 @@ def train(
                 "validation": {"spec": validation.name, "split": validation.split,
                                "n_samples": len(validation)}}
     start, log = 0, []
-    if (folder / STATE).exists():
+    remove_stale_temporaries(folder)  # of a run killed mid-write
+    if (folder / CHECKPOINT).exists():
         if not resume:
             raise ConfigError(f"out: {folder} already holds a training run; pass resume to continue it, "
                               "or choose another folder")
         start, log = _restore(folder, model, optimiser, settings)
-    elif resume and folder.exists() and any(folder.iterdir()):
+    elif resume and folder.exists() and any(folder.iterdir()) and not (folder / "run.json").exists():
         raise ConfigError(f"out: {folder} holds no checkpoint to resume")
-    else:  # a fresh run: files left by a run killed before its first checkpoint are stale
+    else:  # a fresh run (or one killed before its first checkpoint: its files are stale)
         (folder / FROZEN_SET).unlink(missing_ok=True)
         (folder / REFERENCE).unlink(missing_ok=True)
+    write_json_atomic(folder / "run.json", settings)  # first: it marks the folder as this run's
     reference = _reference(model, folder / REFERENCE) if recipe.needs_reference else None
-    write_json_atomic(folder / "run.json", settings)
     board = tensorboard_writer(folder)
     tracker = _Tracker(validation, val_eps or recipe.eps, val_steps, recipe.seed,
                        frozen_from if frozen_from is not None else model, folder / FROZEN_SET)
@@ -334,24 +336,41 @@ def _checkpoint(folder: Path, model: nn.Module, optimiser: torch.optim.Optimizer
     for pid, slots in state["state"].items():
         for name, value in slots.items():
             tensors[f"optim.{pid}.{name}"] = torch.as_tensor(value).detach().cpu().contiguous()
-    write_bytes_atomic(folder / CHECKPOINT, save_safetensors(tensors))
+    record = {"epoch": epoch, "settings": settings, "param_groups": state["param_groups"],
+              "log": [{k: _json_number(row[k]) for k in COLUMNS} for row in log]}
+    # The checkpoint carries its own record, so that one rename commits an epoch: a kill after
+    # it and before the copies below resumes from this epoch, not from weights and a record of
+    # two different epochs.
+    metadata = {STATE_KEY: json.dumps(record, allow_nan=False)}
+    write_bytes_atomic(folder / CHECKPOINT, save_safetensors(tensors, metadata=metadata))
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
     writer.writeheader()
     writer.writerows({k: row[k] for k in COLUMNS} for row in log)
     write_bytes_atomic(folder / LOG, buffer.getvalue().encode("utf-8"))
-    write_json_atomic(folder / STATE, {"epoch": epoch, "settings": settings,
-                                       "param_groups": state["param_groups"],
-                                       "log": [{k: _json_number(row[k]) for k in COLUMNS} for row in log]})
+    write_json_atomic(folder / STATE, record)  # the same record, for people and older advcal
 
 
 def _json_number(value: float) -> float | None:
     return None if value != value else value  # NaN is not JSON
 
 
+def _checkpoint_record(folder: Path) -> dict[str, object]:
+    """The record of the last committed epoch: the checkpoint's own (checkpoint.json for runs
+    checkpointed before checkpoints carried it)."""
+    metadata = read_safetensors_metadata(folder / CHECKPOINT, "out")
+    try:
+        if STATE_KEY in metadata:
+            return json.loads(metadata[STATE_KEY])
+        return json.loads((folder / STATE).read_text("utf-8"))
+    except (OSError, ValueError) as error:
+        raise InputError(f"out: {folder} holds a checkpoint whose record cannot be read ({error}); "
+                         "delete the folder to start again") from None
+
+
 def _restore(folder: Path, model: nn.Module, optimiser: torch.optim.Optimizer,
              settings: dict[str, object]) -> tuple[int, list[dict[str, float]]]:
-    state = json.loads((folder / STATE).read_text("utf-8"))
+    state = _checkpoint_record(folder)
     resumable = ("recipe", "epochs", "optimizer", "lr", "schedule", "warmup_epochs")
     # Runs checkpointed before schedules existed ran at a constant rate without warm-up.
     saved = {"schedule": "constant", "warmup_epochs": 0.0, **state["settings"]}
