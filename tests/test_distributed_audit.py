@@ -131,5 +131,5 @@ def test_a_failing_rank_fails_the_job_and_leaves_no_report(tmp_path):
     assert done.returncode != 0
     # The first forward pass (the check that the model takes the data) fails on rank 1 only.
     assert "rank 1 failed: model build: cannot take the data's inputs" in done.stderr
-    assert "its forward pass raised RuntimeError: sensor fault on this worker" in done.stderr
+    assert "its first forward pass raised RuntimeError: sensor fault on this worker" in done.stderr
     assert not (out / "report.json").exists()

@@ -21,6 +21,7 @@ from safetensors.torch import load_file
 
 from advcal.cli import main
 from advcal.errors import FaultError
+from test_distributed_audit import _free_port, without_timings
 
 pytestmark = pytest.mark.slow
 
@@ -98,13 +99,13 @@ def test_attack_killed_at_20_random_instants_resumes_to_the_same_bytes(tmp_path,
     draw, cut_short = random.Random(0), 0
     for k in range(20):
         cut = tmp_path / f"cut{k}"
-        kill_after([*ATTACK, "--out", str(cut)], draw.uniform(0.2, seconds))
+        kill_after([*ATTACK, "--out", str(cut)], draw.uniform(0.2, 0.9 * seconds))
         cut_short += not (cut / "manifest.json").exists() or not json.loads(
             (cut / "manifest.json").read_text())["complete"]
         run_in_process([*ATTACK, "--out", str(cut)], capsys)  # resume (or start: killed early)
         assert files_of(cut) == reference, f"kill {k}"
         assert not temporaries(cut)
-    assert cut_short >= 15  # the kills landed before the end, not after it
+    assert cut_short >= 10  # most kills landed before the end (how many depends on the load)
 
 
 @pytest.mark.parametrize("n", [1, 2, 7])
@@ -139,12 +140,12 @@ def test_train_killed_at_10_random_instants_resumes_to_the_same_run(tmp_path, ca
     draw, cut_short = random.Random(1), 0
     for k in range(10):
         cut = tmp_path / f"cut{k}"
-        kill_after([*TRAIN, "--out", str(cut)], draw.uniform(0.2, seconds))
+        kill_after([*TRAIN, "--out", str(cut)], draw.uniform(0.2, 0.9 * seconds))
         cut_short += not (cut / "model.safetensors").exists()
         run_in_process([*TRAIN, "--out", str(cut), "--resume"], capsys)
         assert _trained(cut) == reference, f"kill {k}"
         assert not temporaries(cut)
-    assert cut_short >= 7  # the kills landed before the end, not after it
+    assert cut_short >= 5  # most kills landed before the end (how many depends on the load)
 
 
 @pytest.mark.parametrize("name", ["checkpoint.safetensors", "log.csv", "checkpoint.json", "run.json",
@@ -161,14 +162,6 @@ def test_train_killed_at_each_rename_resumes_to_the_same_run(tmp_path, capsys, n
 
 # ------------------------------------------------------------------------------- advcal audit
 def _report(folder: Path) -> dict[str, object]:
-    def without_timings(value: object) -> object:
-        if isinstance(value, dict):
-            return {k: without_timings(v) for k, v in value.items()
-                    if k not in ("seconds", "time_of_served_pgd")}
-        if isinstance(value, list):
-            return [without_timings(v) for v in value]
-        return value
-
     return without_timings(json.loads((folder / "report.json").read_text()))
 
 
@@ -227,8 +220,6 @@ def test_a_rank_that_dies_ends_the_job_with_one_line_on_rank_0_and_no_report(tmp
         "def build():\n"
         "    return Dying()\n"
     )
-    from test_distributed_audit import _free_port
-
     launcher = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or "torchrun"
     out = tmp_path / "report"
     done = subprocess.run(
