@@ -13,6 +13,8 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from advcal._core.allocator import keep_freed_memory
 from advcal._core.errors import AdvcalError, FaultError
@@ -35,7 +37,11 @@ def main(argv: list[str] | None = None) -> None:
     # reads it when imported; if it already was, as when main is called in-process, tell it).
     if os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1") == "1" and "transformers" in sys.modules:
         sys.modules["transformers"].utils.logging.disable_progress_bar()
-    stop_on_sigterm()
+    with sigterm_ends_the_command():
+        _run(argv)
+
+
+def _run(argv: list[str] | None) -> None:
     try:
         code = app(args=argv, prog_name="advcal", standalone_mode=False)
     except FaultError as error:
@@ -73,9 +79,11 @@ def _say(line: str) -> None:
     err_console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
-def stop_on_sigterm() -> None:
-    """SIGTERM (``kill``, or torchrun stopping the other ranks when one has died) ends the
-    command with one line and status 3 instead of silently.
+@contextmanager
+def sigterm_ends_the_command() -> Iterator[None]:
+    """For the block, SIGTERM (``kill``, or torchrun stopping the other ranks when one has died)
+    ends the command with one line and status 3 instead of silently; the process's own handler
+    is back afterwards (``main`` may be called in-process, as the tests do).
 
     The handler writes the line and leaves at once (``os._exit``) rather than raising: an
     exception raised from a signal handler can land in a finaliser, where Python prints it and
@@ -83,7 +91,8 @@ def stop_on_sigterm() -> None:
     whole, and the temporary files of a write cut short are removed by the next run.
     """
     if threading.current_thread() is not threading.main_thread():
-        return  # handlers can only be set from the main thread (main() called in a worker)
+        yield  # handlers can only be set from the main thread (main() called in a worker)
+        return
 
     def stop(signum: int, frame: object) -> None:
         under = " (by torchrun: another rank failed)" if "TORCHELASTIC_RUN_ID" in os.environ else ""
@@ -92,4 +101,8 @@ def stop_on_sigterm() -> None:
         os.write(2, line.encode("utf-8"))
         os._exit(3)
 
-    signal.signal(signal.SIGTERM, stop)
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
