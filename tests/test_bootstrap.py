@@ -190,3 +190,16 @@ def test_percentile_intervals_of_many_rows_equal_one_row_at_a_time():
             np.testing.assert_array_equal(together[row], expected)
             np.testing.assert_array_equal(percentile_interval(values, level), together[row])
     assert np.isnan(percentile_interval(np.zeros(0), 0.9)).all()  # no replicates: no interval
+
+
+def test_replicates_that_drew_no_sample_are_left_out_without_warnings():
+    import warnings
+
+    logits = torch.randn(3, 4, generator=torch.Generator().manual_seed(0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # 3 samples: some replicates weigh 0
+        report = calibration_report(logits, torch.tensor([0, 1, 2]), bootstrap=200, seed=0)
+    empty = np.isnan(report.replicates["ece"])
+    assert 0 < empty.sum() < 200  # e^-3 of them, about 10
+    low, high = report.intervals["ece"]
+    assert np.isfinite([low, high]).all() and low <= high  # from the replicates that drew samples

@@ -204,6 +204,17 @@ def test_sigterm_ends_the_command_with_one_line_and_status_3_and_it_resumes(tmp_
     assert files_of(cut) == files_of(whole)
 
 
+def test_ctrl_c_ends_the_command_with_one_line_and_status_130(tmp_path):
+    cut = tmp_path / "cut"
+    process = start([*ATTACK, "--steps", "40", "--out", str(cut)])
+    deadline = time.monotonic() + 120
+    while not (cut / "manifest.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=60) == 130
+    assert process.stderr.read().strip().splitlines() == ["advcal: interrupted"]
+
+
 def test_a_rank_that_dies_ends_the_job_with_one_line_on_rank_0_and_no_report(tmp_path):
     (tmp_path / "dying.py").write_text(
         "import os, signal\n"

@@ -70,8 +70,10 @@ def _run(argv: list[str] | None) -> None:
         _say(f"advcal: error: {blamed}")
         sys.exit(2)
     except KeyboardInterrupt:
-        err_console.print("advcal: interrupted", markup=False)
+        _say("advcal: interrupted")
         sys.exit(130)
+    if code == 130:  # Typer's answer to Ctrl-C, before advcal sees the KeyboardInterrupt
+        _say("advcal: interrupted")
     sys.exit(code if isinstance(code, int) else 0)
 
 

@@ -329,7 +329,10 @@ def build_report(
             block_cells = None if replicate_cells is None else {
                 k: v[start:stop].numpy() for k, v in replicate_cells.items()
             }
-            blocks.append(ranked.scalars(weights, block_cells))
+            # A replicate that drew no sample (likely only for a few samples) has total weight
+            # 0: its metrics are NaN, and percentile_intervals leaves it out. Say nothing of it.
+            with np.errstate(divide="ignore", invalid="ignore"):
+                blocks.append(ranked.scalars(weights, block_cells))
             start = stop
         replicates = {key: np.concatenate([block[key] for block in blocks]) for key in values}
         bounds = boot.percentile_intervals(np.stack(list(replicates.values())), ci)
