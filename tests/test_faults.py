@@ -189,13 +189,19 @@ def test_audit_killed_at_the_report_rename_leaves_no_report_and_reruns(tmp_path,
 
 
 # ---------------------------------------------------------------------------- stop and rank loss
+def signalled_once_under_way(folder: Path, signum: int) -> subprocess.Popen:
+    """A long ``advcal attack`` into ``folder``, sent ``signum`` once its manifest is written."""
+    process = start([*ATTACK, "--steps", "40", "--out", str(folder)])
+    deadline = time.monotonic() + 120
+    while not (folder / "manifest.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signum)
+    return process
+
+
 def test_sigterm_ends_the_command_with_one_line_and_status_3_and_it_resumes(tmp_path, capsys):
     cut, whole = tmp_path / "cut", tmp_path / "whole"
-    process = start([*ATTACK, "--steps", "40", "--out", str(cut)])
-    deadline = time.monotonic() + 120
-    while not (cut / "manifest.json").exists() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    process.send_signal(signal.SIGTERM)
+    process = signalled_once_under_way(cut, signal.SIGTERM)
     assert process.wait(timeout=60) == 3
     lines = process.stderr.read().strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("advcal: fault: stopped by SIGTERM"), lines
@@ -205,12 +211,7 @@ def test_sigterm_ends_the_command_with_one_line_and_status_3_and_it_resumes(tmp_
 
 
 def test_ctrl_c_ends_the_command_with_one_line_and_status_130(tmp_path):
-    cut = tmp_path / "cut"
-    process = start([*ATTACK, "--steps", "40", "--out", str(cut)])
-    deadline = time.monotonic() + 120
-    while not (cut / "manifest.json").exists() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    process.send_signal(signal.SIGINT)
+    process = signalled_once_under_way(tmp_path / "cut", signal.SIGINT)
     assert process.wait(timeout=60) == 130
     assert process.stderr.read().strip().splitlines() == ["advcal: interrupted"]
 

@@ -8,6 +8,9 @@ stop signal): the CLI prints it as one line too, and exits with status 3.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
 
 class AdvcalError(Exception):
     """Base class of every error advcal raises on purpose."""
@@ -32,6 +35,24 @@ class DistributedError(AdvcalError):
 class FaultError(AdvcalError):
     """The job stopped for a reason outside its input: another rank died, or a signal stopped it.
     What it had written atomically stays whole; a rerun resumes where the command can."""
+
+
+def first_line(error: BaseException) -> str:
+    """The first non-blank line of ``error``'s message ("" when it has none): how a foreign
+    exception, often many lines long, is quoted in advcal's one-line errors."""
+    return next((line.strip() for line in str(error).splitlines() if line.strip()), "")
+
+
+@contextmanager
+def foreign_errors_as_input(describe_failure: Callable[[Exception], str]) -> Iterator[None]:
+    """Any exception but advcal's own raised in the block (the user's code failing) as one
+    :class:`InputError` whose message is ``describe_failure(error)``; advcal's pass through."""
+    try:
+        yield
+    except AdvcalError:
+        raise
+    except Exception as error:
+        raise InputError(describe_failure(error)) from None
 
 
 def describe(value: object) -> str:

@@ -11,7 +11,7 @@ import re
 from collections.abc import Collection
 from pathlib import Path
 
-from advcal._core.errors import InputError
+from advcal._core.errors import InputError, first_line
 
 HOW_TO_SAVE = ("expected a state dict saved with torch.save(model.state_dict(), PATH), or a .safetensors "
                "file saved with safetensors.torch.save_file(model.state_dict(), PATH)")
@@ -31,9 +31,7 @@ def read_safetensors(path: str | Path, argument: str, framework: str = "pt",
     try:
         return load_file(str(path))
     except Exception as error:  # SafetensorError (a bare Exception subclass), or OSError
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise InputError(f"{argument}: {path} is not a readable safetensors file ({reason}); {expected}"
-                         ) from None
+        raise _not_safetensors(path, argument, expected, error) from None
 
 
 def read_safetensors_metadata(path: str | Path, argument: str, expected: str = HOW_TO_SAVE) -> dict[str, str]:
@@ -47,9 +45,12 @@ def read_safetensors_metadata(path: str | Path, argument: str, expected: str = H
         with safe_open(str(path), framework="np") as handle:
             return dict(handle.metadata() or {})
     except Exception as error:  # SafetensorError (a bare Exception subclass), or OSError
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise InputError(f"{argument}: {path} is not a readable safetensors file ({reason}); {expected}"
-                         ) from None
+        raise _not_safetensors(path, argument, expected, error) from None
+
+
+def _not_safetensors(path: Path, argument: str, expected: str, error: Exception) -> InputError:
+    reason = first_line(error) or type(error).__name__
+    return InputError(f"{argument}: {path} is not a readable safetensors file ({reason}); {expected}")
 
 
 def read_state_dict(path: str | Path, argument: str,

@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 import traceback
 
+from advcal._core.errors import first_line
+
 _SPECS: dict[str, str] = {}  # the real path of a user's source file -> the spec that loaded it
 
 
@@ -26,8 +28,7 @@ def blame_user_code(error: BaseException) -> str | None:
         for frame in reversed(traceback.extract_tb(error.__traceback__)):
             spec = _SPECS.get(os.path.realpath(frame.filename))
             if spec is not None:
-                lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-                message = f": {lines[0]}" if lines else ""
+                message = f": {first_line(error)}" if first_line(error) else ""
                 return (f"model {spec}: its code raised {type(error).__name__}{message} "
                         f"({os.path.basename(frame.filename)}, line {frame.lineno}, in {frame.name}) "
                         "while advcal ran it, after it passed the first-batch check")

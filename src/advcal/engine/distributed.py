@@ -29,7 +29,7 @@ import torch.distributed as dist
 
 from advcal._core.contract import OUTPUT_KINDS
 from advcal._core.devices import resolve_device
-from advcal._core.errors import DistributedError, FaultError, InputError, describe
+from advcal._core.errors import DistributedError, FaultError, InputError, describe, first_line
 from advcal._core.validation import check_int
 from advcal.data.source import DataSource
 from advcal.metrics.stats import CalibrationStats
@@ -378,8 +378,7 @@ def _with_the_others(what: str) -> Iterator[None]:
     try:
         yield
     except RuntimeError as error:  # gloo and NCCL raise DistBackendError, a RuntimeError
-        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-        reason = lines[0][:200] if lines else type(error).__name__
+        reason = first_line(error)[:200] or type(error).__name__
         raise FaultError(f"rank {dist.get_rank()}: lost the other ranks during {what} ({reason}); another "
                          "rank probably died; the job stopped before its result was complete") from None
 

@@ -7,14 +7,13 @@ files were begun. Every analysis calls :func:`check_model_fits` first.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 
 import torch
 from torch import nn
 
 from advcal._core.devices import single_device
-from advcal._core.errors import AdvcalError, InputError
+from advcal._core.errors import InputError, first_line, foreign_errors_as_input
 from advcal.data import AdversarialSet, DataSource
 from advcal.models import check_logits, frozen
 
@@ -60,14 +59,8 @@ def _check_input_gradient(label: str, model: nn.Module, x: torch.Tensor) -> None
             torch.autograd.grad(logits.float().logsumexp(1).sum(), x)
 
 
-@contextmanager
-def _model_phase(label: str, phase: str) -> Iterator[None]:
+def _model_phase(label: str, phase: str) -> AbstractContextManager[None]:
     """What the user's model raises inside the block, as one InputError naming the model and the
     phase; advcal's own errors pass through."""
-    try:
-        yield
-    except AdvcalError:
-        raise
-    except Exception as error:
-        message = (str(error).strip().splitlines() or [""])[0]
-        raise InputError(f"{label}: {phase} raised {type(error).__name__}: {message}") from None
+    return foreign_errors_as_input(lambda error: f"{label}: {phase} raised {type(error).__name__}: "
+                                                 f"{first_line(error)}")

@@ -10,15 +10,15 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import math
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from advcal._core.errors import AdvcalError, ConfigError, InputError
+from advcal._core.errors import ConfigError, InputError, first_line, foreign_errors_as_input
 from advcal._core.registry import Registry
 from advcal._core.tensor_files import check_tensors, read_state_dict
 from advcal._core.user_code import register_user_code
@@ -147,23 +147,17 @@ def _from_factory(spec: str) -> nn.Module:
     return model
 
 
-@contextmanager
-def _phase(spec: str, doing: str, what: str) -> Iterator[None]:
+def _phase(spec: str, doing: str, what: str) -> AbstractContextManager[None]:
     """Whatever the user's code raises inside the block, as one InputError naming the spec and
     what advcal was doing; advcal's own errors pass through."""
-    try:
-        yield
-    except AdvcalError:
-        raise
-    except Exception as error:
-        raise InputError(_failed(spec, doing, what, error)) from None
+    return foreign_errors_as_input(lambda error: _failed(spec, doing, what, error))
 
 
 def _failed(spec: str, doing: str, what: str, error: BaseException) -> str:
     if isinstance(error, SyntaxError):
         message = f"{error.msg} ({Path(error.filename or '?').name}, line {error.lineno})"
     else:
-        message = (str(error).strip().splitlines() or [""])[0]
+        message = first_line(error)
     return f"model {spec}: {doing} {what} failed: {type(error).__name__}: {message}"
 
 
@@ -175,8 +169,7 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
     try:
         load_state(model, state)
     except RuntimeError as error:
-        first = str(error).splitlines()[0]
-        raise InputError(f"weights: {path.name} does not fit the model: {first}") from None
+        raise InputError(f"weights: {path.name} does not fit the model: {first_line(error)}") from None
 
 
 def parse_normalize(text: str) -> tuple[list[float], list[float]]:
