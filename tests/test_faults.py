@@ -133,19 +133,19 @@ def _trained(folder: Path) -> dict[str, object]:
             "log": log, "run": json.loads((folder / "run.json").read_text())}
 
 
-def test_train_killed_at_10_random_instants_resumes_to_the_same_run(tmp_path, capsys):
+def test_train_killed_at_20_random_instants_resumes_to_the_same_run(tmp_path, capsys):
     whole = tmp_path / "whole"
     seconds = timed([*TRAIN, "--out", str(whole)])
     reference = _trained(whole)
     draw, cut_short = random.Random(1), 0
-    for k in range(10):
+    for k in range(20):
         cut = tmp_path / f"cut{k}"
         kill_after([*TRAIN, "--out", str(cut)], draw.uniform(0.2, 0.9 * seconds))
         cut_short += not (cut / "model.safetensors").exists()
         run_in_process([*TRAIN, "--out", str(cut), "--resume"], capsys)
         assert _trained(cut) == reference, f"kill {k}"
         assert not temporaries(cut)
-    assert cut_short >= 5  # most kills landed before the end (how many depends on the load)
+    assert cut_short >= 10  # most kills landed before the end (how many depends on the load)
 
 
 @pytest.mark.parametrize("name", ["checkpoint.safetensors", "log.csv", "checkpoint.json", "run.json",
@@ -165,12 +165,12 @@ def _report(folder: Path) -> dict[str, object]:
     return without_timings(json.loads((folder / "report.json").read_text()))
 
 
-def test_audit_killed_at_random_instants_never_shows_a_half_written_report(tmp_path, capsys):
+def test_audit_killed_at_20_random_instants_never_shows_a_half_written_report(tmp_path, capsys):
     whole = tmp_path / "whole"
     seconds = timed([*AUDIT, "--out", str(whole)])
     reference = _report(whole)
     draw = random.Random(2)
-    for k in range(8):
+    for k in range(20):
         cut = tmp_path / f"cut{k}"
         # the last second or so is where the files are written
         kill_after([*AUDIT, "--out", str(cut)], draw.uniform(seconds - 1.5, seconds + 0.2))
