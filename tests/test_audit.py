@@ -18,6 +18,7 @@ from advcal.data import load_data
 from advcal.errors import InputError
 from advcal.metrics import CalibrationStats, calibration_report, paired_change
 from advcal.models import load_model
+from advcal.results.flags import FlagCode
 
 LIMITS = PROFILES["default"]
 
@@ -48,8 +49,8 @@ def test_audit_of_the_reference_models(small_audit):
             assert set(flag) == {"code", "severity", "message", "eps", "evidence"}
             assert flag["severity"] in ("info", "warning", "error")
     standard, adversarial = small_audit.models
-    assert adversarial.attacks[0]["metrics"]["accuracy"] > standard.attacks[0]["metrics"]["accuracy"]
-    assert any(f["code"] == "ECE_DELTA" and f["severity"] == "error" for f in standard.flags)
+    assert adversarial.attacks[0].metrics["accuracy"] > standard.attacks[0].metrics["accuracy"]
+    assert any(f.code == FlagCode.ECE_DELTA and f.severity == "error" for f in standard.flags)
 
 
 def test_report_json_follows_its_shipped_schema(small_audit, tmp_path):
@@ -71,17 +72,17 @@ def test_report_json_follows_its_shipped_schema(small_audit, tmp_path):
 
 def test_selective_prediction_and_paired_tests_in_the_audit(small_audit):
     for entry in small_audit.models:
-        clean_selective = entry.clean["selective"]
+        clean_selective = entry.clean.selective
         assert 0 <= clean_selective["aurc"] <= 1 and clean_selective["coverage"][-1] == 1.0
         for attacked in entry.attacks:
-            assert attacked["selective"]["aurc"] >= clean_selective["aurc"] - 1e-12
-            abstention = attacked["abstention"]
+            assert attacked.selective["aurc"] >= clean_selective["aurc"] - 1e-12
+            abstention = attacked.abstention
             assert abstention["clean_coverage"] >= 0.8 and abstention["n_samples"] == 180
-            for key, test in attacked["paired"].items():
-                assert test["delta"] == pytest.approx(attacked["delta"][key])
+            for key, test in attacked.paired.items():
+                assert test["delta"] == pytest.approx(attacked.delta[key])
                 assert test["significant"] == (test["ci"][0] > 0 or test["ci"][1] < 0)
     standard = small_audit.model("digits-cnn")
-    assert standard.attacks[-1]["paired"]["ece"]["significant"]  # eps=0.2 breaks it for sure
+    assert standard.attacks[-1].paired["ece"]["significant"]  # eps=0.2 breaks it for sure
 
 
 def test_per_sample_record_matches_the_metrics(small_audit, tmp_path):
@@ -93,11 +94,11 @@ def test_per_sample_record_matches_the_metrics(small_audit, tmp_path):
         index = samples[f"{entry.name}/index"]
         assert len(label) == 180 and len(set(index.tolist())) == 180
         clean_conf = samples[f"{entry.name}/clean/confidence"]
-        assert clean_conf.mean() == pytest.approx(entry.clean["metrics"]["confidence_mean"], abs=1e-12)
+        assert clean_conf.mean() == pytest.approx(entry.clean.metrics["confidence_mean"], abs=1e-12)
         for attacked in entry.attacks:
-            key = f"{entry.name}/eps={attacked['eps']:g}"
+            key = f"{entry.name}/eps={attacked.eps:g}"
             correct = samples[f"{key}/correct"]
-            assert correct.mean() == pytest.approx(attacked["metrics"]["accuracy"], abs=1e-12)
+            assert correct.mean() == pytest.approx(attacked.metrics["accuracy"], abs=1e-12)
             assert np.array_equal(correct, samples[f"{key}/prediction"] == label)
             assert samples[f"{key}/bin"].max() < 15
 

@@ -137,7 +137,7 @@ def test_random_weights_are_said_and_chance_accuracy_fails(tmp_path):
 
 def test_a_trained_model_is_not_at_chance():
     result = advcal.audit(load_model("digits-cnn"), load_data("digits", limit=60), [0.05], bootstrap=0)
-    assert "CHANCE_ACCURACY" not in {f["code"] for f in result.models[0].flags}
+    assert "CHANCE_ACCURACY" not in {f.code.value for f in result.models[0].flags}
     assert result.models[0].origins == [{"spec": "digits-cnn", "weights": None, "source": "shipped"}]
 
 

@@ -39,7 +39,8 @@ from advcal.data.adversarial import (
 )
 from advcal.engine.distributed import agree, all_gather_arrays, broadcast_array, world
 from advcal.engine.model_check import check_model_fits
-from advcal.models import check_logits, frozen, model_fingerprint
+from advcal.engine.passes import ImageAttack, collect
+from advcal.models import model_fingerprint
 
 ProgressFn = Callable[[int, int], None]
 COMPRESSIONS = (None, "zstd")
@@ -128,7 +129,7 @@ def make_adversarial_set(
             try:
                 if ranks.rank < len(positions):
                     start, stop = plan[positions[ranks.rank]]
-                    payload = _encode(_attack_shard(model, data, attacker, start, stop, batch_size, target),
+                    payload = _encode(_attack_shard(model, data, attacker, start, stop, batch_size),
                                       compression)
             except BaseException as error:  # every rank must learn of it; agree re-raises it
                 failure = error
@@ -225,24 +226,15 @@ def _shard_is_intact(folder: Path, entry: dict[str, object]) -> bool:
 
 def _attack_shard(
     model: nn.Module, data: DataSource, attacker: Attack, start: int, stop: int, batch_size: int,
-    device: torch.device,
 ) -> dict[str, torch.Tensor]:
     """The tensors of one shard: samples ``start:stop`` of ``data``, clean and attacked."""
-    parts: dict[str, list[torch.Tensor]] = {}
-    for begin in range(start, stop, batch_size):
-        cut = slice(begin, min(begin + batch_size, stop))
-        index, x, y = data.index[cut], data.x[cut], data.y[cut]
-        x_dev, y_dev = x.to(device), y.to(device)
-        with frozen(model), torch.no_grad():
-            clean = check_logits(model(x_dev), len(x), "model")
-        results = attacker(model, x_dev, y_dev, index=index, clean_logits=clean)
-        tensors = {"index": index, "y": y, "x": x, "clean_logits": clean.float().cpu()}
-        for k, result in enumerate(results):
-            tensors[f"x_adv.{k}"] = result.x_adv.float().cpu()
-            tensors[f"logits.{k}"] = result.logits.float().cpu()
-        for name, tensor in tensors.items():
-            parts.setdefault(name, []).append(tensor)
-    return {name: torch.cat(chunks).contiguous() for name, chunks in parts.items()}
+    part = data.rows(start, stop)
+    found = collect("", model, ImageAttack(part, attacker, batch_size, keep_inputs=True))
+    tensors = {"index": part.index, "y": part.y, "x": part.x, "clean_logits": found.clean_logits.float()}
+    for k, (x_adv, logits) in enumerate(zip(found.adversarial_inputs, found.adversarial_logits, strict=True)):
+        tensors[f"x_adv.{k}"] = x_adv.float()
+        tensors[f"logits.{k}"] = logits.float()
+    return {name: tensor.contiguous() for name, tensor in tensors.items()}
 
 
 def _encode(tensors: dict[str, torch.Tensor], compression: str | None) -> bytes:

@@ -37,18 +37,16 @@ import torch
 from torch import nn
 
 import advcal
-from advcal._core.devices import module_device
 from advcal._core.errors import ConfigError
 from advcal._core.validation import check_int
 from advcal.attacks import get_attack
-from advcal.calibration.adaptive import attack_calibrated
 from advcal.calibration.base import Calibrator
 from advcal.calibration.registry import CALIBRATORS
 from advcal.calibration.temperature import AdversarialTemperatureScaling
 from advcal.data import DataSource
 from advcal.engine.model_check import check_model_fits
+from advcal.engine.passes import ImageAttack, collect
 from advcal.metrics import calibration_report
-from advcal.models import check_logits, frozen
 from advcal.results.flags import WARNING, FlagCode
 
 FIT_ON = ("clean", "adversarial", "mixed")
@@ -135,26 +133,17 @@ def evaluate_fixes(
     check_fix_choices(calibrators, fit_on)
     epsilons = [float(e) for e in epsilons]
     attacker = get_attack(attack, eps=epsilons, seed=seed, **dict(attack_params or {}))
-    device = module_device(model)
     check_model_fits("", model, test, batch_size, needs_gradient=attacker.needs_gradient)
 
     def attacked(data: DataSource, fitted: Calibrator | None) -> list[torch.Tensor]:
         """Logits per ε at adversarial examples crafted against the model, or against the model
         calibrated by ``fitted`` (end to end: :func:`attack_calibrated`)."""
         target = model if fitted is None else fitted.wrap(model)
-        parts: list[list[torch.Tensor]] = [[] for _ in epsilons]
-        for index, x, y in data.batches(batch_size):
-            x, y = x.to(device), y.to(device)
-            results = attacker(target, x, y, index=index) if fitted is None else attack_calibrated(
-                attacker, target, x, y, index)
-            for k, result in enumerate(results):
-                parts[k].append(result.logits.detach().double().cpu())
-        return [torch.cat(chunks) for chunks in parts]
+        found = collect("", target, ImageAttack(data, attacker, batch_size))
+        return [logits.double() for logits in found.adversarial_logits]
 
     def clean_logits(data: DataSource) -> torch.Tensor:
-        with frozen(model), torch.no_grad():
-            return torch.cat([check_logits(model(x.to(device)), len(x), "model").double().cpu()
-                              for _, x, _ in data.batches(batch_size)])
+        return collect("", model, ImageAttack(data, None, batch_size)).clean_logits.double()
 
     baseline, fixes, flags = fixes_table(clean_logits, attacked, calibration, test, calibration.y, test.y,
                                          epsilons, calibrators, fit_on, n_bins)

@@ -132,8 +132,7 @@ def audit_text(
         # Each model's checks attack the whole data: under several processes they are dealt
         # out to the ranks in turn, then every rank gets every model's (advcal.engine.distributed).
         for entry, checked in zip(results, deal_out(list(models.values()), checks, ranks), strict=True):
-            entry.illusion, entry.fixes = checked["illusion"], checked["fixes"]
-            entry.flags.extend(checked["flags"])
+            entry.add_checks(checked)
     config = {
         "advcal_version": advcal.__version__,
         "data": {"spec": data.name, "split": split, "n_samples": len(data),

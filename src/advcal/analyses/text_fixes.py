@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -21,9 +20,10 @@ import advcal
 from advcal._core.validation import check_choice, check_int
 from advcal.analyses.fixes import DEFAULT_CALIBRATORS, FIT_ON, FixesReport, check_fix_choices, fixes_table
 from advcal.calibration.base import Calibrator
+from advcal.engine.passes import collect
+from advcal.engine.text_passes import TextAttacks
 from advcal.text.attack_table import SCORE_ATTACKS, TEXT_ATTACKS, attack_record
 from advcal.text.data import TextDataset
-from advcal.text.models import classifier_logits
 
 
 def evaluate_text_fixes(
@@ -61,17 +61,11 @@ def evaluate_text_fixes(
         """Logits per budget of the texts perturbed against the classifier (calibrated by
         ``fitted``, when given: the attack then reads the calibrated scores)."""
         target = model if fitted is None else fitted.wrap(model)
-        parts: list[list[torch.Tensor]] = [[] for _ in budgets]
-        for first in range(0, len(data), batch_size):
-            part = data.subset(np.arange(first, min(first + batch_size, len(data))))
-            labels, index = torch.from_numpy(part.labels), torch.from_numpy(part.index)
-            for k, attacker in enumerate(attackers):
-                result = attacker(target, part.texts, labels, index=index)
-                parts[k].append(result.logits.detach().double().cpu())
-        return [torch.cat(chunks) for chunks in parts]
+        found = collect("", target, TextAttacks(data, attackers, budgets, batch_size, wanted=0))
+        return [logits.double() for logits in found.adversarial_logits]
 
     def clean_logits(data: TextDataset) -> torch.Tensor:
-        return classifier_logits(model, data.texts, batch_size)
+        return collect("", model, TextAttacks(data, [], [], batch_size, wanted=0)).clean_logits.double()
 
     baseline, fixes, flags = fixes_table(clean_logits, attacked, calibration, test,
                                          torch.from_numpy(calibration.labels), torch.from_numpy(test.labels),

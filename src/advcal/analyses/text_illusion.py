@@ -24,7 +24,6 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -39,9 +38,10 @@ from advcal.analyses.illusion.detector import (
 )
 from advcal.analyses.illusion.search import log_grid, optimise_temperature
 from advcal.calibration import fit_temperature
+from advcal.engine.passes import collect
+from advcal.engine.text_passes import TextAttacks
 from advcal.text.attack_table import SCORE_ATTACKS, TEXT_ATTACKS
 from advcal.text.data import TextDataset
-from advcal.text.models import classifier_logits
 
 TEXT_TEMPERATURES = log_grid(1e-3, 1e6, per_decade=1)
 
@@ -55,19 +55,18 @@ class _TextRunner:
         self.seconds = 0.0
 
     def accuracy(self, attack: object, data: TextDataset) -> float:
-        start, hits = time.perf_counter(), 0
-        for first in range(0, len(data), self.batch_size):
-            part = data.subset(np.arange(first, min(first + self.batch_size, len(data))))
-            labels = torch.from_numpy(part.labels)
-            result = attack(self.model, part.texts, labels, index=torch.from_numpy(part.index))
-            hits += int((result.logits.argmax(1).cpu() == labels).sum())
-            self.queries += int(result.queries.sum())
+        start = time.perf_counter()
+        # The budget is the attack's own; the modality needs one only to pick examples to keep.
+        passes = TextAttacks(data, [attack], [0.0], self.batch_size, wanted=0)
+        found = collect("", self.model, passes)
+        self.queries += passes.queries
         self.runs += 1
         self.seconds += time.perf_counter() - start
-        return hits / len(data)
+        return int((found.adversarial_logits[0].argmax(1) == found.y).sum()) / len(data)
 
     def logits(self, data: TextDataset) -> torch.Tensor:
-        return classifier_logits(self.model, data.texts, self.batch_size)
+        found = collect("", self.model, TextAttacks(data, [], [], self.batch_size, wanted=0))
+        return found.clean_logits.double()
 
 
 def check_text_illusion(

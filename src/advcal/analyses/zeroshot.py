@@ -35,8 +35,8 @@ from advcal.attacks import PGD, Attack, AutoAttack
 from advcal.clip.dirichlet import concentrations, dirichlet_uncertainty
 from advcal.data import DataSource, load_data
 from advcal.data.registry import parse_spec
+from advcal.engine.passes import ImageAttack, collect
 from advcal.metrics import calibration_report
-from advcal.models import frozen
 
 # The paper's 16 datasets, in its tables' order: name -> display name.
 SUITE_DATASETS = {
@@ -253,18 +253,12 @@ def _logits_under(model: nn.Module, data: DataSource, attack: str, settings: Map
     else:
         run = AutoAttack(eps=eps, steps=steps, seed=seed)
         ran = [name for name, _ in run.component_attacks(len(data.classes), eps)]
-    parts = []
-    for start in range(0, len(data), batch_size):
-        x, y = data.x[start:start + batch_size], data.y[start:start + batch_size]
-        index = data.index[start:start + batch_size]
-        parts.append(run(model, x, y, index=index).logits.detach())
-    return torch.cat(parts), ran
+    return collect("", model, ImageAttack(data, run, batch_size)).adversarial_logits[0], ran
 
 
 def _evaluate(name: str, data: DataSource, model: nn.Module, settings: Mapping[str, object], batch_size: int,
               progress: Progress | None) -> dict[str, object]:
-    with frozen(model), torch.no_grad():
-        clean = torch.cat([model(data.x[s:s + batch_size]) for s in range(0, len(data), batch_size)])
+    clean = collect(name, model, ImageAttack(data, None, batch_size)).clean_logits
     report = calibration_report(clean, data.y, n_bins=settings["n_bins"])
     row: dict[str, object] = {"dataset": name, "n": len(data), "classes": len(data.classes),
                               "clean_accuracy": float(report["accuracy"]), "clean_ece": float(report["ece"])}

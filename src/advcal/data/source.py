@@ -60,6 +60,12 @@ class DataSource:
             stop = start + batch_size
             yield self.index[start:stop], self.x[start:stop], self.y[start:stop]
 
+    def rows(self, start: int, stop: int) -> DataSource:
+        """Samples ``start:stop`` as a DataSource of their own (views, no copies; each keeps its
+        ``index``, hence its per-sample randomness)."""
+        return DataSource(name=self.name, split=self.split, x=self.x[start:stop], y=self.y[start:stop],
+                          index=self.index[start:stop], classes=list(self.classes))
+
     def fingerprint(self) -> str:
         """SHA-256 (hex) of the name, split, image shape, and the bytes of ``x`` and ``y``.
 

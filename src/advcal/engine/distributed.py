@@ -143,14 +143,7 @@ def shard(data: DataSource, world: World, block: int = 1) -> DataSource:
     base, extra = divmod(blocks, world.size)
     first = world.rank * base + min(world.rank, extra)
     start, stop = first * block, min(n, (first + base + (1 if world.rank < extra else 0)) * block)
-    return DataSource(
-        name=data.name,
-        split=data.split,
-        x=data.x[start:stop],
-        y=data.y[start:stop],
-        index=data.index[start:stop],
-        classes=list(data.classes),
-    )
+    return data.rows(start, stop)
 
 
 def rank_positions(count: int, world: World) -> range:

@@ -4,8 +4,10 @@ streaming statistics, reduced exactly across processes.
 A *modality* is how one kind of input is batched and attacked: it yields one
 :class:`BatchPasses` per batch (clean logits, the logits at each budget, what they cost).
 :func:`stream` turns any modality's passes into merged statistics, per-sample records and
-cost, so the analyses never loop over batches themselves. The image modalities (a live attack,
-a stored adversarial set) are here; text's is :mod:`advcal.engine.text_passes`.
+cost, so the analyses never loop over batches themselves; :func:`collect` gives the whole
+split's logits instead, for the analyses that fit on them (the fixes, the illusion checks, the
+zero-shot suite) and for the making of stored adversarial sets. The image modalities (a live
+attack, a stored adversarial set) are here; text's is :mod:`advcal.engine.text_passes`.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ import torch
 from torch import nn
 
 from advcal._core.devices import module_device
-from advcal.attacks import Attack
+from advcal._core.errors import InputError
+from advcal.attacks import Attack, AttackResult
 from advcal.calibration import CalibratedModel, attack_calibrated
 from advcal.data import AdversarialSet, DataSource
 from advcal.engine.distributed import World, agree, all_gather_arrays, concatenate_by_index, gather_stats
@@ -43,6 +46,8 @@ class BatchPasses:
     backward: int
     clean_seconds: float
     attack_seconds: float
+    # The perturbed inputs per budget, when the modality was asked to keep them.
+    adversarial_inputs: list[torch.Tensor] | None = None
 
 
 class Modality(Protocol):
@@ -58,11 +63,13 @@ class Modality(Protocol):
 @dataclass
 class ImageAttack:
     """Image batches attacked live: clean logits (one forward pass per batch), then the attack
-    at every ε from them (no second clean pass)."""
+    at every ε from them (no second clean pass). Without an attacker, clean logits only; with
+    ``keep_inputs``, the adversarial images too (on the CPU)."""
 
     data: DataSource
-    attacker: Attack
+    attacker: Attack | None
     batch_size: int
+    keep_inputs: bool = False
 
     @property
     def n_samples(self) -> int:
@@ -77,14 +84,19 @@ class ImageAttack:
                 clean_logits = check_logits(model(x_dev), len(x), f"model {name}")
             clean_seconds = time.perf_counter() - start
             start = time.perf_counter()
-            if isinstance(model, CalibratedModel):  # end to end, or BPDA for non-differentiable calibrators
+            if self.attacker is None:
+                results = []
+            elif isinstance(model, CalibratedModel):  # end to end, or BPDA for non-differentiable calibrators
                 results = attack_calibrated(self.attacker, model, x_dev, y_dev, index)
             else:
                 results = self.attacker(model, x_dev, y_dev, index=index, clean_logits=clean_logits)
+            if isinstance(results, AttackResult):  # an attack at one ε gives one result, not a list
+                results = [results]
             yield BatchPasses(
-                index, y, clean_logits.cpu(), [result.logits.cpu() for result in results],
+                index, y, clean_logits.cpu(), [result.logits.detach().cpu() for result in results],
                 1 + sum(r.forward_passes for r in results), sum(r.backward_passes for r in results),
                 clean_seconds, time.perf_counter() - start,
+                [result.x_adv.cpu() for result in results] if self.keep_inputs else None,
             )
 
 
@@ -201,3 +213,41 @@ def stream(
         # Wall time of the slowest rank: the ranks ran side by side.
         clean_time, attack_time = (float(max(c["seconds"][k] for c in costs)) for k in (0, 1))
     return Streamed(clean_stats, adversarial, samples, forward, backward, clean_time, attack_time)
+
+
+@dataclass
+class Collected:
+    """A whole split's outputs from one model, in data order: the sample ids and labels, clean
+    logits, logits (and, when kept, inputs) per budget, and what they cost."""
+
+    index: torch.Tensor
+    y: torch.Tensor
+    clean_logits: torch.Tensor
+    adversarial_logits: list[torch.Tensor]
+    adversarial_inputs: list[torch.Tensor] | None
+    forward: int
+    backward: int
+    seconds: float
+
+
+def collect(name: str, model: nn.Module, modality: Modality) -> Collected:
+    """Every batch of ``modality``'s passes, concatenated: for the analyses that need the
+    logits themselves (to fit calibrators or temperatures on them) rather than statistics."""
+    batches = list(modality.passes(name, model))
+    if not batches:
+        raise InputError(f"data: expected at least one sample for model {name or 'the model'}, got none")
+
+    budgets = range(len(batches[0].adversarial_logits))
+    inputs = None
+    if batches[0].adversarial_inputs is not None:
+        inputs = [torch.cat([b.adversarial_inputs[k] for b in batches]) for k in budgets]
+    return Collected(
+        index=torch.cat([b.index for b in batches]),
+        y=torch.cat([b.y for b in batches]),
+        clean_logits=torch.cat([b.clean_logits for b in batches]),
+        adversarial_logits=[torch.cat([b.adversarial_logits[k] for b in batches]) for k in budgets],
+        adversarial_inputs=inputs,
+        forward=sum(b.forward for b in batches),
+        backward=sum(b.backward for b in batches),
+        seconds=sum(b.clean_seconds + b.attack_seconds for b in batches),
+    )

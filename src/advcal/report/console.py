@@ -80,12 +80,12 @@ def audit_table(result: AuditResult) -> Table:
     for entry in result.models:
         level = entry.verdict.level
         heading = [entry.name, f"[{_VERDICT_STYLE[level]}]{level.upper()}[/]"]
-        rows = [("clean", entry.clean["metrics"], None)]
-        rows += [(f"{a['attack']} ε={a['eps']:.4g}", a["metrics"], a["eps"]) for a in entry.attacks]
+        rows = [("clean", entry.clean.metrics, None)]
+        rows += [(f"{a.attack} ε={a.eps:.4g}", a.metrics, a.eps) for a in entry.attacks]
         for i, (label, metrics, eps) in enumerate(rows):
-            flags = [f for f in entry.flags if f["eps"] == eps]
-            worst = max((str(f["severity"]) for f in flags), key=severity_rank, default="")
-            delta = "" if eps is None else f"{metrics['ece'] - entry.clean['metrics']['ece']:+.4f}"
+            flags = [f for f in entry.flags if f.eps == eps]
+            worst = max((f.severity.value for f in flags), key=severity_rank, default="")
+            delta = "" if eps is None else f"{metrics['ece'] - entry.clean.metrics['ece']:+.4f}"
             table.add_row(
                 heading[i] if i < len(heading) else "", label, _fmt(metrics["accuracy"]),
                 _fmt(metrics["ece"]), delta, _fmt(metrics["brier"]), _fmt(metrics["nll"]),
@@ -127,7 +127,7 @@ def flags_table(result: AuditResult) -> Table:
     for name in ("model", "severity", "code", "ε", "message"):
         table.add_column(name)
     for entry in result.models:
-        for group in grouped_flags(entry.flags):
+        for group in grouped_flags([flag.as_dict() for flag in entry.flags]):
             style = _SEVERITY_STYLE.get(str(group["severity"]), "")
             where = ", ".join(f"{e:g}" for e in group["eps"]) or "clean"
             message = str(group["message"])

@@ -35,7 +35,6 @@ from advcal._core.rng import torch_seeded
 from advcal._core.tensor_files import check_tensors, read_safetensors
 from advcal._core.torchvision_compat import ensure_torchvision_importable
 from advcal._core.validation import check_int, check_positive, check_seed
-from advcal.models import check_logits, frozen
 
 INSTALL_HINT = "pip install 'advcal[text]'"
 # The word-level tokenizer's special tokens, in id order: padding must be id 0 because BERT's
@@ -67,17 +66,6 @@ def check_texts(texts: object, name: str = "texts") -> list[str]:
         if not isinstance(text, str):
             raise InputError(f"{name}[{i}]: expected a string, got {describe(text)}")
     return list(texts)
-
-
-def classifier_logits(model: nn.Module, texts: Sequence[str], batch_size: int) -> torch.Tensor:
-    """float64 logits ``(N, classes)`` of ``texts`` on the CPU, ``batch_size`` texts per pass, in
-    eval mode without gradients."""
-    parts = []
-    with frozen(model), torch.no_grad():
-        for first in range(0, len(texts), batch_size):
-            batch = list(texts[first:first + batch_size])
-            parts.append(check_logits(model(batch), len(batch), "text classifier").double().cpu())
-    return torch.cat(parts)
 
 
 class TextClassifier(nn.Module):

@@ -46,10 +46,11 @@ from advcal.metrics.selective import coverage_threshold, risk_coverage, selectiv
 from advcal.metrics.stats import check_stats_memory
 from advcal.models import model_fingerprint
 from advcal.models.provenance import model_origins
+from advcal.results.conditions import AttackedCondition, Condition
 
 
-def _summary(report: CalibrationReport) -> dict[str, object]:
-    """The report.json entry of one calibration report: headline metrics by plain name."""
+def _figures(report: CalibrationReport) -> dict[str, object]:
+    """One calibration report's figures as a condition holds them: headline metrics by plain name."""
     full = report.to_dict()
     return {
         "metrics": {key: report[key] for key in HEADLINE if key in report},
@@ -189,9 +190,9 @@ def audit(
             results.append(model_audit(name, streamed, epsilons, attack_name, bootstrap, limits))
             if isinstance(data, AdversarialSet):
                 results[-1].evaluation = _stored_evaluation(model, data)
-                results[-1].flags.extend(flag.as_dict() for flag in evaluation_flags(results[-1].evaluation))
+                results[-1].flags.extend(evaluation_flags(results[-1].evaluation))
             results[-1].origins = model_origins(model)
-            results[-1].flags.extend(flag.as_dict() for flag in weights_flags(results[-1].origins))
+            results[-1].flags.extend(weights_flags(results[-1].origins))
     if illusion or fixes:
         def checks(model: nn.Module) -> dict[str, object]:
             with placed(model, target):
@@ -202,8 +203,7 @@ def audit(
         # Each model's checks attack the whole data, not a shard: under several processes
         # they are dealt out to the ranks in turn, then every rank gets every model's.
         for entry, found in zip(results, deal_out(list(models.values()), checks, ranks), strict=True):
-            entry.illusion, entry.fixes = found["illusion"], found["fixes"]
-            entry.flags.extend(found["flags"])
+            entry.add_checks(found)
     config = {
         "advcal_version": advcal.__version__,
         "data": _data_config(data),
@@ -234,28 +234,25 @@ def model_audit(
     clean = streamed.clean.compute(smooth=True)
     attacked = [(eps, stats.compute(smooth=True))
                 for eps, stats in zip(epsilons, streamed.adversarial, strict=True)]
-    clean_entry = _summary(clean)
-    clean_entry["selective"] = _selective(samples, "clean")
+    clean_entry = Condition(**_figures(clean), selective=_selective(samples, "clean"))
     threshold = coverage_threshold(samples["clean/confidence"], limits.abstention_coverage)
     clean_at_threshold = selective_risk(samples["clean/confidence"], samples["clean/correct"], threshold)
     paired = ({eps: paired_changes(clean, report, PAIRED_METRICS) for eps, report in attacked}
               if bootstrap else None)
-    attacks = []
-    abstentions = []
-    for eps, report in attacked:
-        entry = _summary(report)
-        entry.update({
-            "attack": attack_name,
-            "eps": eps,
-            "delta": {key: report[key] - clean[key] for key in PAIRED_METRICS},
-            "selective": _selective(samples, f"eps={eps:g}"),
-            "abstention": _abstention(samples, f"eps={eps:g}", threshold, clean_at_threshold,
-                                      limits.abstention_coverage),
-        })
-        if paired is not None:
-            entry["paired"] = {key: change.to_dict() for key, change in paired[eps].items()}
-        abstentions.append((eps, entry["abstention"]))
-        attacks.append(entry)
+    attacks = [
+        AttackedCondition(
+            **_figures(report),
+            attack=attack_name,
+            eps=eps,
+            delta={key: report[key] - clean[key] for key in PAIRED_METRICS},
+            selective=_selective(samples, f"eps={eps:g}"),
+            abstention=_abstention(samples, f"eps={eps:g}", threshold, clean_at_threshold,
+                                   limits.abstention_coverage),
+            paired=None if paired is None else {key: change.to_dict() for key, change in paired[eps].items()},
+        )
+        for eps, report in attacked
+    ]
+    abstentions = [(entry.eps, entry.abstention) for entry in attacks]
     metrics_time = time.perf_counter() - start
     flags = chance_flags(clean)
     flags.extend(report_flags(clean, limits, None))
@@ -267,7 +264,7 @@ def model_audit(
         name=name,
         clean=clean_entry,
         attacks=attacks,
-        flags=[flag.as_dict() for flag in flags],
+        flags=flags,
         samples=samples,
         cost={"forward_passes": streamed.forward, "backward_passes": streamed.backward,
               "seconds": {"clean": streamed.clean_seconds, "attack": streamed.attack_seconds,

@@ -5,16 +5,20 @@ from __future__ import annotations
 import io
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from advcal._core.atomic import write_bytes_atomic, write_json_atomic
 from advcal._core.errors import ConfigError
 from advcal._core.validation import check_output
-from advcal.results.flags import SEVERITIES, FlagCode
+from advcal.analyses.illusion import IllusionReport
+from advcal.results.conditions import AttackedCondition, Condition
+from advcal.results.flags import SEVERITIES, Flag, FlagCode
 from advcal.results.verdict import Verdict, comparison, model_verdict, reaches
 
 SCHEMA_VERSION = "0.5"  # bump with src/advcal/analyses/audit/schema/report.schema.json and docs/report.md
@@ -29,17 +33,18 @@ class ModelAudit:
     """One model's audit: clean and per-ε calibration, deltas, flags."""
 
     name: str
-    clean: dict[str, object]
-    attacks: list[dict[str, object]]
-    flags: list[dict[str, object]]
+    clean: Condition
+    attacks: list[AttackedCondition]
+    flags: list[Flag]
     samples: dict[str, np.ndarray] = field(default_factory=dict)
     cost: dict[str, object] = field(default_factory=dict)
     # How the adversarial inputs were made: live white-box attack, or a stored set (white-box
     # when this model made it, else transfer).
     evaluation: dict[str, object] = field(default_factory=lambda: {"kind": "white-box"})
     # The illusion-of-robustness check (advcal.analyses.illusion), when the audit ran it.
-    illusion: dict[str, object] | None = None
-    # The post-hoc calibration fixes table (advcal.analyses.fixes), when the audit ran it.
+    illusion: IllusionReport | None = None
+    # The post-hoc calibration fixes table (advcal.analyses.fixes), when the audit ran it, as
+    # its JSON: the fitted calibrators stay with the process that fitted them.
     fixes: dict[str, object] | None = None
     # Text audits: adversarial texts that flipped the prediction, original against perturbed.
     examples: list[dict[str, object]] | None = None
@@ -50,7 +55,14 @@ class ModelAudit:
     @property
     def verdict(self) -> Verdict:
         """Pass, warn or fail, overall and per ε, from the flags (:mod:`advcal.results.verdict`)."""
-        return model_verdict(self.flags, [float(a["eps"]) for a in self.attacks])
+        return model_verdict([flag.as_dict() for flag in self.flags], [entry.eps for entry in self.attacks])
+
+    def add_checks(self, found: Mapping[str, Any]) -> None:
+        """Take the illusion check, the fixes table and their flags as the audit's checks send
+        them between processes (JSON, :func:`advcal.engine.distributed.deal_out`)."""
+        self.illusion = None if found["illusion"] is None else IllusionReport(**found["illusion"])
+        self.fixes = found["fixes"]
+        self.flags.extend(Flag(**flag) for flag in found["flags"])
 
 
 @dataclass
@@ -63,8 +75,9 @@ class AuditResult:
     def to_dict(self) -> dict[str, object]:
         models = [
             {"name": m.name, "verdict": m.verdict.to_dict(), "weights": m.origins, "evaluation": m.evaluation,
-             "clean": m.clean, "attacks": m.attacks, "flags": m.flags, "cost": m.cost}
-            | ({"illusion": m.illusion} if m.illusion else {})
+             "clean": m.clean.to_dict(), "attacks": [entry.to_dict() for entry in m.attacks],
+             "flags": [flag.as_dict() for flag in m.flags], "cost": m.cost}
+            | ({"illusion": m.illusion.to_dict()} if m.illusion else {})
             | ({"fixes": m.fixes} if m.fixes else {}) | ({"examples": m.examples} if m.examples else {})
             for m in self.models
         ]

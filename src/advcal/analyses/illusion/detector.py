@@ -41,7 +41,8 @@ from advcal.attacks import APGD, FGSM, PGD, Attack, Square, get_attack
 from advcal.calibration import fit_temperature
 from advcal.data import DataSource
 from advcal.engine.model_check import check_model_fits
-from advcal.models import check_logits, frozen
+from advcal.engine.passes import ImageAttack, collect
+from advcal.models import frozen
 
 VERDICTS = ("genuine", "suspect", "illusion")
 # A check that beats the served-model PGD by this much (absolute adversarial accuracy) shows
@@ -108,23 +109,18 @@ class _Runner:
 
     def accuracy(self, attack: Attack, data: DataSource) -> float:
         """Adversarial accuracy of the model on ``data`` under ``attack`` (one attack run)."""
-        start, hits = time.perf_counter(), 0
-        for index, x, y in data.batches(self.batch_size):
-            result = attack(self.model, x.to(self.device), y.to(self.device), index=index)
-            hits += int((result.logits.argmax(1).cpu() == y).sum())
-            self.forward += result.forward_passes + 1  # + the attack's own clean pass
-            self.backward += result.backward_passes
+        start = time.perf_counter()
+        found = collect("", self.model, ImageAttack(data, attack, self.batch_size))
+        self.forward += found.forward  # the clean pass the attack starts from, and the attack's
+        self.backward += found.backward
         self.runs += 1
         self.seconds += time.perf_counter() - start
-        return hits / len(data)
+        return int((found.adversarial_logits[0].argmax(1) == found.y).sum()) / len(data)
 
     def logits(self, data: DataSource) -> torch.Tensor:
-        parts = []
-        with frozen(self.model), torch.no_grad():
-            for _, x, _ in data.batches(self.batch_size):
-                parts.append(check_logits(self.model(x.to(self.device)), len(x), "model").double().cpu())
-        self.forward += -(-len(data) // self.batch_size)
-        return torch.cat(parts)
+        found = collect("", self.model, ImageAttack(data, None, self.batch_size))
+        self.forward += found.forward
+        return found.clean_logits.double()
 
     def gradient_evidence(self, data: DataSource, eps: float) -> dict[str, float]:
         """Shares of samples whose cross-entropy input gradient is exactly zero, or so small that
