@@ -1,11 +1,12 @@
 """The flag codes are one enum: every code a rule emits exists in it with its severities and its
 explanation, the JSON Schema's code list comes from it, and a flag outside its code's
-severities cannot be made."""
+severities cannot be made; the typed results' schema is generated from their fields."""
 
 from __future__ import annotations
 
 import copy
 import re
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import jsonschema
@@ -16,7 +17,9 @@ from advcal.analyses.audit import audit
 from advcal.data import load_data
 from advcal.models import load_model
 from advcal.report.html import render_html
+from advcal.results.conditions import AttackedCondition
 from advcal.results.flags import SEVERITIES, UNKNOWN_EXPLANATION, Flag, FlagCode, Severity, explanation
+from advcal.results.schema import object_schema
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "advcal"
 
@@ -65,6 +68,35 @@ def test_the_schema_lists_exactly_the_enum_and_refuses_another_code(report):
     next(m for m in tampered["models"] if m["flags"])["flags"][0]["code"] = "ECE_DELTAS"
     with pytest.raises(jsonschema.ValidationError, match="ECE_DELTAS"):
         jsonschema.validate(tampered, schema)
+
+
+def test_the_typed_results_schema_is_generated_from_their_fields(report):
+    # Each typed entry of report.json is described by its type's fields: the properties are
+    # exactly what to_dict writes, and a field with no schema cannot be published.
+    schema = report_schema()
+    model = next(m for m in report["models"] if m["flags"])
+    written = {"condition": model["clean"], "attack": model["attacks"][0], "flag": model["flags"][0],
+               "verdict": model["verdict"]}
+    for name, entry in written.items():
+        assert set(schema["$defs"][name]["properties"]) >= set(entry), name
+        assert set(schema["$defs"][name]["required"]) <= set(entry), name
+    assert set(schema["$defs"]["attack"]["properties"]) == {f.name for f in fields(AttackedCondition)}
+    assert "paired" not in schema["$defs"]["attack"]["required"]  # absent without a bootstrap
+
+    @dataclass
+    class Undescribed:
+        """A result with a field nobody described."""
+
+        figure: float
+
+    with pytest.raises(TypeError, match="Undescribed: fields without a schema: figure"):
+        object_schema(Undescribed)
+    for tamper in (lambda m: m["attacks"][0].pop("abstention"), lambda m: m["flags"][0].update(extra=1),
+                   lambda m: m["verdict"].update(level="maybe")):
+        tampered = copy.deepcopy(report)
+        tamper(next(m for m in tampered["models"] if m["flags"]))
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(tampered, schema)
 
 
 def test_the_page_explains_each_code_from_the_enum_and_a_foreign_code_calmly(report):

@@ -13,6 +13,7 @@ import torch
 
 pytest.importorskip("transformers")
 
+import advcal
 from advcal.analyses.audit import report_schema
 from advcal.analyses.text_audit import audit_text
 from advcal.analyses.text_fixes import evaluate_text_fixes
@@ -91,6 +92,31 @@ def test_the_text_audit_reports_like_the_image_audit(classifier):
     assert report["config"]["attack"]["method"] == "deepwordbug"
     samples = result.models[0].samples
     assert len(samples["index"]) == len(data)
+
+
+def test_advcal_audit_serves_texts_and_images_alike(classifier):
+    # One public audit: a TextDataset runs the text modality with the text defaults ("pgd" means
+    # the word attack there, 32 texts per batch), and gives what audit_text gives.
+    data = corpus().subset(np.arange(40))
+    data.split = "test"
+    found = advcal.audit({"tiny": classifier}, data, [0.3], "char", {"query_budget": 20}, bootstrap=0,
+                         examples=2)
+    direct = audit_text({"tiny": classifier}, data, [0.3], "char", {"query_budget": 20}, bootstrap=0,
+                        examples=2)
+
+    def without_seconds(report: dict) -> dict:
+        for model in report["models"]:
+            del model["cost"]["seconds"]
+        return report
+
+    assert without_seconds(found.to_dict()) == without_seconds(direct.to_dict())
+    assert found.config["data"]["split"] == "test" and found.config["batch_size"] == 32
+    by_default = advcal.audit(classifier, data.subset(np.arange(4)), [0.1], bootstrap=0)
+    assert by_default.config["attack"]["attack"] == "word"
+    with pytest.raises(ConfigError, match="device: text audits run on the CPU"):
+        advcal.audit(classifier, data, [0.3], "char", device="cuda")
+    with pytest.raises(ConfigError, match="examples: adversarial examples are kept for text audits only"):
+        advcal.audit(torch.nn.Flatten(), "digits", [0.1], examples=3)
 
 
 def test_embedding_pgd_in_the_text_audit_counts_passes(classifier):

@@ -13,7 +13,7 @@ __version__ = "0.1.0"
 # The names advcal.api defines, listed here so that `import advcal` loads nothing heavy;
 # tests/test_structure.py checks this list against advcal.api.__all__.
 _API = (
-    "AuditResult", "FixesReport", "IllusionReport", "SuiteResult", "audit", "audit_text",
+    "AuditResult", "FixesReport", "IllusionReport", "SuiteResult", "audit",
     "check_illusion", "check_text_illusion", "evaluate_fixes", "evaluate_text_fixes",
     "make_adversarial_set", "report_schema", "run_attack", "run_audit", "run_calibrate", "run_illusion",
     "run_list", "run_metrics", "run_train", "run_zeroshot", "run_zeroshot_suite",

@@ -20,6 +20,10 @@ class AuditDefaults:
     seed: int = 0
     batch_size: int = 256
     profile: str = "default"
+    # Texts: the attack, texts per forward pass and adversarial examples kept per model.
+    text_attack: str = "word"
+    text_batch_size: int = 32
+    examples: int = 5
     # Exit status 1 when a verdict reaches this level (``advcal audit --fail-on``).
     fail_on: str = "never"
 

@@ -24,6 +24,7 @@ from advcal._core.validation import check_choice, check_int
 from advcal.analyses.audit.flags import fix_flag, get_profile, illusion_flags
 from advcal.analyses.audit.pipeline import model_audit
 from advcal.analyses.audit.result import AuditResult
+from advcal.defaults import AUDIT
 from advcal.engine.distributed import World, all_gather_arrays, deal_out, rank_positions, world
 from advcal.engine.passes import ProgressFn, stream
 from advcal.engine.text_passes import TextAttacks
@@ -37,17 +38,16 @@ def audit_text(
     models: nn.Module | Mapping[str, nn.Module],
     data: TextDataset,
     budgets: Sequence[float] | None = None,
-    attack: str = "word",
+    attack: str = AUDIT.text_attack,
     attack_params: Mapping[str, object] | None = None,
     *,
-    n_bins: int = 15,
-    bootstrap: int = 200,
-    seed: int = 0,
-    batch_size: int = 32,
-    profile: str = "default",
+    n_bins: int = AUDIT.n_bins,
+    bootstrap: int = AUDIT.bootstrap,
+    seed: int = AUDIT.seed,
+    batch_size: int = AUDIT.text_batch_size,
+    profile: str = AUDIT.profile,
     progress: ProgressFn | None = None,
-    examples: int = 5,
-    split: str = "all",
+    examples: int = AUDIT.examples,
     illusion: bool = False,
     fixes: bool = False,
     calibration: TextDataset | None = None,
@@ -68,7 +68,6 @@ def audit_text(
         n_bins, bootstrap, seed, profile, progress: as in :func:`advcal.audit.audit`.
         batch_size: texts per batch (per forward pass of the clean texts).
         examples: how many successful adversarial texts per model to keep for the report.
-        split: which part of the source ``data`` is, for the record.
         illusion: also ask, per model, whether its robustness is genuine or an illusion made by
             miscalibration (:func:`advcal.check_text_illusion` at the middle budget, with
             the same attack settings); needs a score-based attack (``word`` or ``char``).
@@ -135,7 +134,7 @@ def audit_text(
             entry.add_checks(checked)
     config = {
         "advcal_version": advcal.__version__,
-        "data": {"spec": data.name, "split": split, "n_samples": len(data),
+        "data": {"spec": data.name, "split": data.split, "n_samples": len(data),
                  "fingerprint": text_fingerprint(data), "kind": "text", "classes": list(data.classes)},
         "epsilons": budgets,
         "attack": record,

@@ -14,13 +14,13 @@ the layers below them.
 """
 
 from advcal.analyses.adversarial_sets import make_adversarial_set
-from advcal.analyses.audit import AuditResult, audit, report_schema
+from advcal.analyses.audit import AuditResult, report_schema
 from advcal.analyses.fixes import FixesReport, evaluate_fixes
 from advcal.analyses.illusion import IllusionReport, check_illusion
-from advcal.analyses.text_audit import audit_text
 from advcal.analyses.text_fixes import evaluate_text_fixes
 from advcal.analyses.text_illusion import check_text_illusion
 from advcal.analyses.zeroshot import SuiteResult, run_zeroshot_suite
+from advcal.api.audit import audit
 from advcal.api.runs import (
     run_attack,
     run_audit,
@@ -38,7 +38,6 @@ __all__ = [
     "IllusionReport",
     "SuiteResult",
     "audit",
-    "audit_text",
     "check_illusion",
     "check_text_illusion",
     "evaluate_fixes",

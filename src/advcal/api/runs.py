@@ -13,14 +13,14 @@ from advcal._core.atomic import write_bytes_atomic, write_json_atomic
 from advcal._core.errors import ConfigError, InputError
 from advcal._core.validation import check_choice, parse_numbers
 from advcal.analyses.adversarial_sets import make_adversarial_set
-from advcal.analyses.audit import AuditResult, audit
+from advcal.analyses.audit import AuditResult
 from advcal.analyses.audit.pipeline import default_epsilons
 from advcal.analyses.fixes import FixesReport, evaluate_fixes
 from advcal.analyses.illusion import IllusionReport, check_illusion, illusion_fails
-from advcal.analyses.text_audit import audit_text
 from advcal.analyses.text_fixes import evaluate_text_fixes
 from advcal.analyses.text_illusion import check_text_illusion
 from advcal.analyses.zeroshot import SuiteResult, run_zeroshot_suite
+from advcal.api.audit import audit
 from advcal.api.specs import (
     as_option,
     attack_params,
@@ -46,7 +46,6 @@ from advcal.configs import (
     ZeroshotConfig,
 )
 from advcal.data import AdversarialSet, default_split, load_data
-from advcal.defaults import AUDIT
 from advcal.engine.distributed import joined
 from advcal.engine.model_check import check_model_fits
 from advcal.metrics import CalibrationReport
@@ -55,7 +54,6 @@ from advcal.text.loading import default_text_split, is_text_audit, load_text_dat
 
 Progress = Callable[[str, int, "int | None"], None]
 DEFAULT_MODELS = ("digits-cnn", "digits-cnn-at")
-TEXT_BATCH_SIZE = 32  # texts per forward pass (images: AUDIT.batch_size)
 TEXT_ILLUSION_BUDGET = 0.2  # the largest fraction of words changed when --eps is not given
 
 
@@ -161,7 +159,7 @@ def run_audit(config: AuditConfig, progress: Progress = _quiet) -> AuditResult |
             n_bins=config.bins,
             bootstrap=config.bootstrap,
             seed=config.seed,
-            batch_size=AUDIT.batch_size if config.batch_size is None else config.batch_size,
+            batch_size=config.batch_size,
             profile=config.profile,
             device=config.device,
             illusion=config.illusion,
@@ -207,7 +205,7 @@ def _run_text_audit(config: AuditConfig, progress: Progress) -> AuditResult | No
     else:
         params = {"query_budget": config.queries}
     with joined("cpu") as ranks:
-        result = audit_text(
+        result = audit(
             classifiers,
             texts,
             parse_numbers(config.eps, "eps") if config.eps else None,
@@ -216,9 +214,8 @@ def _run_text_audit(config: AuditConfig, progress: Progress) -> AuditResult | No
             n_bins=config.bins,
             bootstrap=config.bootstrap,
             seed=config.seed,
-            batch_size=TEXT_BATCH_SIZE if config.batch_size is None else config.batch_size,
+            batch_size=config.batch_size,
             profile=config.profile,
-            split=split,
             illusion=config.illusion,
             fixes=config.fixes,
             calibration=calibration,

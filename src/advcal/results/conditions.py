@@ -6,8 +6,12 @@ Each holds one condition's figures as report.json's ``clean`` and ``attacks[]`` 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
+
+from advcal.results.schema import described
+
+NUMBER = {"$ref": "#/$defs/number"}
 
 
 @dataclass(frozen=True)
@@ -16,13 +20,15 @@ class Condition:
     intervals and fully qualified ids), the reliability curve, the confidence histogram, the
     per-class figures and the risk–coverage curve."""
 
-    metrics: dict[str, float]
-    intervals: dict[str, list[float]]
-    ids: dict[str, str]
-    reliability: dict[str, Any]
-    histogram: dict[str, Any]
-    per_class: dict[str, Any]
-    selective: dict[str, Any]
+    metrics: dict[str, float] = field(metadata=described({"$ref": "#/$defs/metrics"}))
+    intervals: dict[str, list[float]] = field(metadata=described(
+        {"type": "object", "additionalProperties": {"$ref": "#/$defs/interval"}}))
+    ids: dict[str, str] = field(metadata=described(
+        {"type": "object", "additionalProperties": {"type": "string"}}))
+    reliability: dict[str, Any] = field(metadata=described({"$ref": "#/$defs/reliability"}))
+    histogram: dict[str, Any] = field(metadata=described({"$ref": "#/$defs/histogram"}))
+    per_class: dict[str, Any] = field(metadata=described({"$ref": "#/$defs/per_class"}))
+    selective: dict[str, Any] = field(metadata=described({"$ref": "#/$defs/selective"}))
 
     def to_dict(self) -> dict[str, object]:
         """The report.json entry."""
@@ -34,11 +40,17 @@ class AttackedCondition(Condition):
     """One attack at one budget: its calibration, the change from clean (``delta``), abstention
     at the clean-chosen threshold and, with a bootstrap, the paired tests of the changes."""
 
-    attack: str
-    eps: float
-    delta: dict[str, float]
-    abstention: dict[str, float | int]
-    paired: dict[str, dict[str, Any]] | None = None
+    attack: str = field(metadata=described({"type": "string"}))
+    eps: float = field(metadata=described({"$ref": "#/$defs/eps"}))
+    delta: dict[str, float] = field(metadata=described(
+        {"type": "object", "required": ["ece", "brier", "nll", "accuracy"], "additionalProperties": NUMBER}))
+    abstention: dict[str, float | int] = field(metadata=described(
+        {"type": "object", "additionalProperties": NUMBER,
+         "required": ["target_coverage", "threshold", "clean_risk", "clean_coverage", "adv_risk",
+                      "adv_coverage", "n_samples"]}))
+    paired: dict[str, dict[str, Any]] | None = field(default=None, metadata=described(
+        {"type": "object", "additionalProperties": {"$ref": "#/$defs/paired"},
+         "description": "Paired bootstrap test of each change (absent when bootstrap is 0)."}, optional=True))
 
     def to_dict(self) -> dict[str, object]:
         entry = super().to_dict()

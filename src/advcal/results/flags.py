@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
+from advcal.results.schema import described
+
 
 class Severity(str, Enum):
     """How much a flag weighs, lowest first."""
@@ -169,11 +171,12 @@ def explanation(code: str) -> str:
 class Flag:
     """One finding: ``code`` (stable, for machines), ``severity``, ``message`` (for people)."""
 
-    code: FlagCode
-    severity: Severity
-    message: str
-    eps: float | None = None
-    evidence: dict[str, object] = field(default_factory=dict)
+    code: FlagCode = field(metadata=described({"enum": [code.value for code in FlagCode]}))
+    severity: Severity = field(metadata=described({"enum": [severity.value for severity in Severity]}))
+    message: str = field(metadata=described({"type": "string", "minLength": 1}))
+    eps: float | None = field(default=None, metadata=described({"oneOf": [{"$ref": "#/$defs/eps"},
+                                                                           {"type": "null"}]}))
+    evidence: dict[str, object] = field(default_factory=dict, metadata=described({"type": "object"}))
 
     def __post_init__(self) -> None:
         self.code, self.severity = FlagCode(self.code), Severity(self.severity)

@@ -9,11 +9,12 @@ any ``warning`` warns, ``info`` passes. A flag with an ε decides that ε; a fla
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from advcal._core.errors import ConfigError
 from advcal._core.validation import check_choice
 from advcal.results.flags import FlagCode
+from advcal.results.schema import described
 
 LEVELS = ("pass", "warn", "fail")
 LEVEL_OF_SEVERITY = {"info": "pass", "warning": "warn", "error": "fail"}
@@ -28,9 +29,12 @@ _PRIORITY = (FlagCode.CHANCE_ACCURACY, FlagCode.ILLUSION_OF_ROBUSTNESS, FlagCode
 class Verdict:
     """A model's verdict overall and per ε (``per_eps``: ``{"eps", "level", "reason"}`` rows)."""
 
-    level: str
-    reason: str
-    per_eps: tuple[dict[str, object], ...]
+    level: str = field(metadata=described({"$ref": "#/$defs/level"}))
+    reason: str = field(metadata=described({"type": "string", "minLength": 1}))
+    per_eps: tuple[dict[str, object], ...] = field(metadata=described({"type": "array", "items": {
+        "type": "object", "required": ["eps", "level", "reason"], "additionalProperties": False,
+        "properties": {"eps": {"$ref": "#/$defs/eps"}, "level": {"$ref": "#/$defs/level"},
+                       "reason": {"type": "string"}}}}))
 
     def to_dict(self) -> dict[str, object]:
         return {"level": self.level, "reason": self.reason, "per_eps": [dict(row) for row in self.per_eps]}

@@ -6,7 +6,8 @@
 - data: ``csv:``, ``jsonl:`` and the offline tweet corpus (:func:`load_text_data`);
 - attacks: DeepWordBug-style character edits, PWWS-style synonym substitution (WordNet or the
   model's embedding neighbours) and embedding-space PGD;
-- :func:`audit_text`: the image audit's report for text classifiers.
+- the audit of text classifiers is ``advcal.audit`` given a :class:`TextDataset`
+  (:mod:`advcal.analyses.text_audit`).
 
 transformers and nltk are imported only when a model or WordNet is loaded.
 

@@ -13,7 +13,7 @@ import importlib.util
 import json
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +40,8 @@ class TextDataset:
         classes: class names, index -> name.
         name: where the texts came from, for reports and error messages.
         index: int64 ``(N,)`` original row numbers (0-based, data rows only).
+        split: which part of the source these are (``train``, ``calibration``, ``test`` or
+            ``all``), for the record.
     """
 
     texts: list[str]
@@ -47,6 +49,7 @@ class TextDataset:
     classes: list[str]
     name: str = "texts"
     index: np.ndarray = None  # type: ignore[assignment]  # None -> 0..N-1, set in __post_init__
+    split: str = "all"
 
     def __post_init__(self) -> None:
         self.texts = list(self.texts)
@@ -84,6 +87,7 @@ class TextDataset:
             classes=list(self.classes),
             name=self.name,
             index=self.index[positions],
+            split=self.split,
         )
 
 
@@ -336,7 +340,7 @@ def split_text_dataset(
     parts[SPLITS[0]] = np.sort(np.concatenate(
         [order[s + t : s + size] for s, t, size in zip(starts, taken, sizes, strict=True)]
     ))
-    return {name: ds.subset(parts[name]) for name in SPLITS}
+    return {name: replace(ds.subset(parts[name]), split=name) for name in SPLITS}
 
 
 def parse_text_source(spec: str, text_column: str = "text", label_column: str = "label") -> TextDataset:

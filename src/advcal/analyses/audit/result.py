@@ -18,8 +18,9 @@ from advcal._core.errors import ConfigError
 from advcal._core.validation import check_output
 from advcal.analyses.illusion import IllusionReport
 from advcal.results.conditions import AttackedCondition, Condition
-from advcal.results.flags import SEVERITIES, Flag, FlagCode
-from advcal.results.verdict import Verdict, comparison, model_verdict, reaches
+from advcal.results.flags import Flag
+from advcal.results.schema import object_schema
+from advcal.results.verdict import LEVELS, Verdict, comparison, model_verdict, reaches
 
 SCHEMA_VERSION = "0.5"  # bump with src/advcal/analyses/audit/schema/report.schema.json and docs/report.md
 # The plain-named metrics every entry of report.json carries (full definitions in
@@ -142,13 +143,20 @@ class AuditResult:
 
 
 def report_schema() -> dict[str, object]:
-    """The JSON Schema (draft 2020-12) of report.json: the file shipped in the package, with the
-    flag codes and severities taken from their enums (so a new code is valid once it exists)."""
+    """The JSON Schema (draft 2020-12) of report.json. The typed results' definitions (the clean
+    and attacked conditions, flags, verdicts) are generated from their types
+    (:mod:`advcal.results.schema`), so a new field or flag code is in the schema once it exists;
+    the rest (config, cost, the model's envelope, the figures' contents) is the file shipped in
+    the package."""
     text = resources.files("advcal.analyses.audit").joinpath("schema/report.schema.json").read_text("utf-8")
     schema = json.loads(text)
-    flag = schema["$defs"]["flag"]["properties"]
-    flag["code"]["enum"] = [code.value for code in FlagCode]
-    flag["severity"]["enum"] = list(SEVERITIES)
+    schema["$defs"] |= {
+        "condition": object_schema(Condition),
+        "attack": object_schema(AttackedCondition),
+        "flag": object_schema(Flag, closed=True),
+        "verdict": object_schema(Verdict, closed=True),
+        "level": {"enum": list(LEVELS)},
+    }
     return schema
 
 
