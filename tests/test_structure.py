@@ -34,6 +34,17 @@ def test_version_and_help_answer_without_heavy_imports():
     assert advcal_cli("--version").stdout.startswith("advcal ")
 
 
+def test_the_api_loads_only_what_the_default_audit_uses():
+    # scikit-learn (isotonic calibration), scipy.optimize (temperature fits) and the report's
+    # matplotlib and jinja2 cost seconds to import; the default audit needs none of them until
+    # it writes its report, so loading the API (as every command does) must not import them.
+    done = subprocess.run([sys.executable, "-X", "importtime", "-c", "import advcal.api"],
+                          capture_output=True, text=True, check=True)
+    imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if "|" in line}
+    unwanted = {"sklearn", "scipy.optimize", "matplotlib", "jinja2", "transformers", "open_clip"}
+    assert not imported & unwanted, sorted(imported & unwanted)
+
+
 @pytest.mark.skipif(shutil.which("lint-imports") is None, reason="import-linter is a test extra")
 def test_the_layers_and_no_cycle_contracts_hold():
     done = subprocess.run(["lint-imports"], capture_output=True, text=True, cwd=ROOT, check=False)

@@ -65,19 +65,22 @@ def audit(
         device: where images are audited (texts run on the CPU).
         examples: texts only: the successful adversarial texts kept per model for the report.
     """
+    # None, not any falsy value, means "the modality's default": an empty attack name is refused.
     if isinstance(data, TextDataset):
         if device is not None and str(device) != "cpu":
             raise ConfigError(f"device: text audits run on the CPU, got {device!r}")
         return audit_text(
-            models, data, epsilons, text_attack(attack or AUDIT.text_attack), attack_params, n_bins=n_bins,
-            bootstrap=bootstrap, seed=seed, profile=profile, progress=progress, examples=examples,
+            models, data, epsilons, text_attack(AUDIT.text_attack if attack is None else attack),
+            attack_params, n_bins=n_bins, bootstrap=bootstrap, seed=seed, profile=profile, progress=progress,
+            examples=examples,
             batch_size=AUDIT.text_batch_size if batch_size is None else batch_size,
             illusion=illusion, fixes=fixes, calibration=calibration,
         )
     if examples != AUDIT.examples:
         raise ConfigError(f"examples: adversarial examples are kept for text audits only, got {examples!r}")
     return audit_images(
-        models, data, epsilons, attack or AUDIT.attack, attack_params, n_bins=n_bins, bootstrap=bootstrap,
-        seed=seed, batch_size=AUDIT.batch_size if batch_size is None else batch_size, profile=profile,
-        device=device, progress=progress, illusion=illusion, fixes=fixes, calibration=calibration,
+        models, data, epsilons, AUDIT.attack if attack is None else attack, attack_params, n_bins=n_bins,
+        bootstrap=bootstrap, seed=seed, batch_size=AUDIT.batch_size if batch_size is None else batch_size,
+        profile=profile, device=device, progress=progress, illusion=illusion, fixes=fixes,
+        calibration=calibration,
     )

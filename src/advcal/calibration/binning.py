@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from sklearn.isotonic import IsotonicRegression
 
 from advcal._core.validation import check_int
 from advcal.calibration.base import Calibrator
@@ -43,6 +42,9 @@ class IsotonicCalibration(Calibrator):
         self.knots: list[tuple[np.ndarray, np.ndarray]] = []
 
     def _fit(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        # Imported here: scikit-learn costs about a second to import, and only this fit needs it.
+        from sklearn.isotonic import IsotonicRegression
+
         probabilities = torch.softmax(logits, 1).numpy()
         self.knots = []
         for k in range(probabilities.shape[1]):

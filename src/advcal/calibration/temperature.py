@@ -6,7 +6,6 @@ import math
 
 import numpy as np
 import torch
-from scipy import optimize
 
 from advcal._core.errors import InputError
 from advcal.calibration.base import Calibrator, check_logits_labels
@@ -29,6 +28,8 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
     search on ``log T`` finds the optimum to ``1e-6`` relative in a few dozen evaluations, each
     a float64 pass over the logits alone.
     """
+    from scipy import optimize  # here: only fitting needs it, not every import of the calibrators
+
     logits, labels = check_logits_labels(logits, labels)
     result = optimize.minimize_scalar(
         lambda log_t: nll_at_temperature(logits, labels, math.exp(log_t)),

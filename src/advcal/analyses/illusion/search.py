@@ -16,8 +16,6 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from scipy import optimize
-
 # The paper's grid spans 1e-3 ... 1e6 for a model served at T = 1; the walk may go three decades
 # further each way, so a model served at up to 1e6 (or down to 1e-9) can still be undone.
 LOG10_T_RANGE = (-6.0, 9.0)
@@ -76,6 +74,8 @@ def optimise_temperature(accuracy_at: Callable[[float], float]) -> TemperatureSe
         middle, low, high = 0.0, -1.0, 1.0
     # Brent needs a strict bracket; on a plateau the probes already hold the minimum.
     if low < middle < high and probe(middle) < min(probe(low), probe(high)):
+        from scipy import optimize  # here: an audit without the illusion check never needs it
+
         result = optimize.minimize_scalar(
             probe, bracket=(low, middle, high), method="brent",
             options={"xtol": 0.05, "maxiter": BRENT_ITERATIONS},
