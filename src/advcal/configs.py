@@ -6,15 +6,20 @@ and its help), and :mod:`advcal.api` runs them; Python callers build the same ob
 command and the API cannot drift apart. Specs are the strings users type (``--model
 digits-cnn``, ``--data npz:PATH``, ``--eps 2/255,4/255``); the API parses them.
 
-Torch-free, so that ``advcal --help`` reads it without loading anything heavy.
+Torch-free, so that ``advcal --help`` reads it, and a command checks its options
+(:func:`check_config`), without loading anything heavy.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from advcal._core.atomic import remove_stale_temporaries
+from advcal._core.validation import check_int, check_output, check_seed
 from advcal.defaults import AUDIT, ILLUSION_FAIL_ON
 
 
@@ -22,8 +27,40 @@ def option(default: Any, help: str, **how: object) -> Any:
     """A config field with its default and its help; ``how`` tells the CLI more: ``flag`` (its
     option's name when not the field's), ``argument`` (a positional argument), ``output``
     ("folder" or "file": checked writable before the command's work starts), ``minimum`` (the
-    least an int option may be, checked before any work: :func:`advcal.api.specs.check_config`)."""
+    least an int option may be, checked before any work: :func:`check_config`)."""
     return field(default=default, metadata={"help": help, **how})
+
+
+def check_config(config: object) -> None:
+    """Every option of ``config`` in range and every output (the fields marked ``output``) a
+    place that can be written, before any work starts: a bad ``--queries`` or ``--out`` fails at
+    once, whether or not this run would use it, not after the attack.
+
+    Ranges come from the fields' ``minimum`` (an int option, None allowed where it means
+    "default") and from their name (every ``seed`` through :func:`check_seed`). Temporary files
+    a killed run left in the outputs are removed (:func:`remove_stale_temporaries`)."""
+    outputs = []
+    for entry in dataclasses.fields(config):
+        value = getattr(config, entry.name)
+        if value is None:
+            continue
+        # named as the option is (--json for json_path)
+        name = entry.metadata.get("flag", entry.name.replace("_", "-")).lstrip("-")
+        if "minimum" in entry.metadata:
+            check_int(value, name.replace("-", "_"), entry.metadata["minimum"])
+        if entry.name == "seed":
+            check_seed(value)
+        if entry.metadata.get("output"):
+            outputs.append((check_output(value, name, entry.metadata["output"]), entry.metadata["output"]))
+    # A run killed mid-write left .NAME.XXXXXXXX.tmp beside its outputs: garbage, removed now
+    # that the options are valid. Under torchrun rank 0 alone writes, so it alone cleans (another
+    # rank, started later, could otherwise remove a file rank 0 is writing).
+    if os.environ.get("RANK", "0") == "0":
+        for path, kind in outputs:
+            if kind == "folder":
+                remove_stale_temporaries(path)
+            else:
+                remove_stale_temporaries(path.parent, path.name)
 
 
 def required(help: str, **how: object) -> Any:

@@ -3,7 +3,7 @@
 A write goes to ``.NAME.XXXXXXXX.tmp`` beside ``NAME`` and is renamed over it. A kill between
 the two leaves that temporary file behind; :func:`remove_stale_temporaries` recognises and
 deletes them, and every command calls it on its outputs before it writes
-(:func:`advcal.api.specs.check_config`).
+(:func:`advcal.configs.check_config`).
 """
 
 from __future__ import annotations

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import math
+import numbers
 import os
 from collections.abc import Collection
 from pathlib import Path
-
-import numpy as np
 
 from advcal._core.errors import ConfigError, InputError
 
 
 def check_int(value: object, name: str, minimum: int) -> int:
     """``value`` as an int of at least ``minimum``, or an InputError naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+    # numbers.Integral holds numpy's integers too, without importing numpy for the CLI's checks.
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         raise InputError(f"{name}: expected an integer >= {minimum}, got {value!r}")
     return value
 

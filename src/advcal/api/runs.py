@@ -25,7 +25,6 @@ from advcal.api.specs import (
     as_option,
     attack_params,
     calibrated,
-    check_config,
     class_names,
     load_models,
     load_one_model,
@@ -44,6 +43,7 @@ from advcal.configs import (
     MetricsConfig,
     TrainConfig,
     ZeroshotConfig,
+    check_config,
 )
 from advcal.data import AdversarialSet, default_split, load_data
 from advcal.engine.distributed import joined

@@ -3,17 +3,13 @@ calibrated and ensembled models, text inputs, attack settings."""
 
 from __future__ import annotations
 
-import dataclasses
-import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 from torch import nn
 
-from advcal._core.atomic import remove_stale_temporaries
 from advcal._core.errors import AdvcalError, ConfigError, InputError
-from advcal._core.validation import check_int, check_output, check_seed
 
 
 def split_names(text: str | None) -> list[str]:
@@ -120,38 +116,6 @@ def refuse_for_text(**given: object) -> None:
     named = [f"--{flag.replace('_', '-')}" for flag, value in given.items() if value]
     if named:
         raise ConfigError(f"{', '.join(named)}: not available for text audits yet")
-
-
-def check_config(config: object) -> None:
-    """Every option of ``config`` in range and every output (the fields marked ``output``) a
-    place that can be written, before any work starts: a bad ``--queries`` or ``--out`` fails at
-    once, whether or not this run would use it, not after the attack.
-
-    Ranges come from the fields' ``minimum`` (an int option, None allowed where it means
-    "default") and from their name (every ``seed`` through :func:`check_seed`). Temporary files
-    a killed run left in the outputs are removed (:func:`remove_stale_temporaries`)."""
-    outputs = []
-    for field in dataclasses.fields(config):
-        value = getattr(config, field.name)
-        if value is None:
-            continue
-        # named as the option is (--json for json_path)
-        name = field.metadata.get("flag", field.name.replace("_", "-")).lstrip("-")
-        if "minimum" in field.metadata:
-            check_int(value, name.replace("-", "_"), field.metadata["minimum"])
-        if field.name == "seed":
-            check_seed(value)
-        if field.metadata.get("output"):
-            outputs.append((check_output(value, name, field.metadata["output"]), field.metadata["output"]))
-    # A run killed mid-write left .NAME.XXXXXXXX.tmp beside its outputs: garbage, removed now
-    # that the options are valid. Under torchrun rank 0 alone writes, so it alone cleans (another
-    # rank, started later, could otherwise remove a file rank 0 is writing).
-    if os.environ.get("RANK", "0") == "0":
-        for path, kind in outputs:
-            if kind == "folder":
-                remove_stale_temporaries(path)
-            else:
-                remove_stale_temporaries(path.parent, path.name)
 
 
 @contextmanager

@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 
 import advcal
+from advcal.configs import check_config
 
 app = typer.Typer(name="advcal", help="Can this classifier's confidence be trusted under adversarial attack?",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
@@ -47,8 +48,10 @@ def command(kind: type, name: str | None = None) -> Callable[[Callable], Callabl
         repeatable = {field.name for field in fields(kind) if _repeatable(hints[field.name])}
 
         def run(**options: object) -> None:
-            show(kind(**{key: tuple(value or ()) if key in repeatable else value
-                         for key, value in options.items()}))
+            config = kind(**{key: tuple(value or ()) if key in repeatable else value
+                             for key, value in options.items()})
+            check_config(config)  # before the command imports torch: a bad option answers at once
+            show(config)
 
         run.__signature__ = inspect.Signature(parameters)
         run.__annotations__ = {parameter.name: parameter.annotation for parameter in parameters}
