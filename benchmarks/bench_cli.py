@@ -66,13 +66,14 @@ def audit_compute(folder: Path) -> float:
 
 
 def measure(repeats: int, seed: int) -> tuple[dict[str, list[float]], list[float]]:
-    """Per command its wall times over the rounds, and the default audit's compute per round."""
-    times: dict[str, list[float]] = {}
+    """Per command (in the table's order) its wall times over the rounds, and the default
+    audit's compute per round."""
     compute: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         table = commands(folder)
         order = list(table)
+        times: dict[str, list[float]] = {name: [] for name in order}
         # The warm-up round fills the OS page cache and writes the report the re-rendering reads.
         for name in order:
             run_once(table[name])
@@ -82,7 +83,7 @@ def measure(repeats: int, seed: int) -> tuple[dict[str, list[float]], list[float
             # round's report.json, the same file.
             shuffle.shuffle(order)
             for name in order:
-                times.setdefault(name, []).append(run_once(table[name]))
+                times[name].append(run_once(table[name]))
                 if name == "advcal audit (the default)":
                     compute.append(audit_compute(folder))
     return times, compute

@@ -191,6 +191,15 @@ def test_digits_splits_are_stratified_and_cover_the_dataset():
     assert np.array_equal(full_rows, our_rows) and np.array_equal(full_counts, our_counts)
 
 
+def test_digits_read_from_the_file_equal_scikit_learns_loader_in_order():
+    # advcal reads scikit-learn's digits file itself (importing scikit-learn costs a second).
+    from sklearn.datasets import load_digits
+
+    digits, data = load_digits(), load_data("digits", split="all")
+    assert torch.equal(data.x, torch.from_numpy((digits.images / 16.0).astype(np.float32))[:, None])
+    assert torch.equal(data.y, torch.from_numpy(digits.target.astype(np.int64)))
+
+
 def test_loading_is_deterministic_and_fingerprints_are_stable():
     first, second = load_data("digits", "calibration"), load_data("digits", "calibration")
     for field in ("x", "y", "index"):

@@ -56,7 +56,12 @@ def _figure(width: float, height: float) -> Figure:
 
 
 def to_png(fig: Figure) -> bytes:
-    """The figure as PNG bytes, without the software stamp so equal input gives equal bytes."""
+    """The figure as PNG bytes, without the software stamp so equal input gives equal bytes.
+
+    The constrained layout is solved once, then switched off: with a layout engine set,
+    ``savefig`` draws the whole figure twice (once to lay it out, once to render it)."""
+    fig.get_layout_engine().execute(fig)
+    fig.set_layout_engine("none")
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None})
     return buffer.getvalue()
