@@ -28,7 +28,8 @@ def blame_user_code(error: BaseException) -> str | None:
         for frame in reversed(traceback.extract_tb(error.__traceback__)):
             spec = _SPECS.get(os.path.realpath(frame.filename))
             if spec is not None:
-                message = f": {first_line(error)}" if first_line(error) else ""
+                reason = first_line(error)
+                message = f": {reason}" if reason else ""
                 return (f"model {spec}: its code raised {type(error).__name__}{message} "
                         f"({os.path.basename(frame.filename)}, line {frame.lineno}, in {frame.name}) "
                         "while advcal ran it, after it passed the first-batch check")

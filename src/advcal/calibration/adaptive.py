@@ -22,15 +22,17 @@ from advcal.calibration.base import CalibratedModel
 
 def attack_calibrated(
     attack: Attack, model: CalibratedModel, x: torch.Tensor, y: torch.Tensor,
-    index: torch.Tensor | None = None,
+    index: torch.Tensor | None = None, clean_logits: torch.Tensor | None = None,
 ) -> list[AttackResult]:
     """Run ``attack`` against the calibrated ``model`` (BPDA for non-differentiable calibrators).
 
     Returns one result per ε, whose ``logits`` and ``clean_logits`` are the calibrated model's.
+    ``clean_logits``, the calibrated model's logits at ``x`` when the caller has them, spare the
+    attack its own clean pass (BPDA attacks the uncalibrated model, whose clean pass it makes).
     """
     calibrator = model.calibrator
     if calibrator.differentiable:
-        results = attack(model, x, y, index=index)
+        results = attack(model, x, y, index=index, clean_logits=clean_logits)
         return results if isinstance(results, list) else [results]
     results = attack(model.model, x, y, index=index)
     results = results if isinstance(results, list) else [results]

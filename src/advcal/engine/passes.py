@@ -87,7 +87,7 @@ class ImageAttack:
             if self.attacker is None:
                 results = []
             elif isinstance(model, CalibratedModel):  # end to end, or BPDA for non-differentiable calibrators
-                results = attack_calibrated(self.attacker, model, x_dev, y_dev, index)
+                results = attack_calibrated(self.attacker, model, x_dev, y_dev, index, clean_logits)
             else:
                 results = self.attacker(model, x_dev, y_dev, index=index, clean_logits=clean_logits)
             if isinstance(results, AttackResult):  # an attack at one ε gives one result, not a list

@@ -60,8 +60,10 @@ def to_png(fig: Figure) -> bytes:
 
     The constrained layout is solved once, then switched off: with a layout engine set,
     ``savefig`` draws the whole figure twice (once to lay it out, once to render it)."""
-    fig.get_layout_engine().execute(fig)
-    fig.set_layout_engine("none")
+    engine = fig.get_layout_engine()
+    if engine is not None:
+        engine.execute(fig)
+        fig.set_layout_engine("none")
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None})
     return buffer.getvalue()
