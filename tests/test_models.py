@@ -53,6 +53,18 @@ def test_factory_specs_from_a_file_and_from_a_module(factory_file, monkeypatch):
     assert not from_file.training
 
 
+def test_a_factory_that_does_not_seed_gives_the_same_model_every_time(tmp_path):
+    # Random initial weights drawn from torch's global generator: advcal draws them from a
+    # fixed seed in a forked generator, so the same spec audits the same model on every run,
+    # and the caller's own random state is untouched.
+    path = tmp_path / "unseeded.py"
+    path.write_text("import torch\n\ndef make():\n    return torch.nn.Linear(64, 10)\n")
+    before = torch.random.get_rng_state()
+    first, second = (load_model(f"{path}:make") for _ in range(2))
+    assert torch.equal(torch.random.get_rng_state(), before)
+    assert torch.equal(first.weight, second.weight) and torch.equal(first.bias, second.bias)
+
+
 def test_weights_round_trip_through_safetensors_and_a_plain_state_dict(tmp_path):
     with torch.random.fork_rng():
         torch.manual_seed(0)

@@ -20,6 +20,7 @@ from torch import nn
 
 from advcal._core.errors import ConfigError, InputError, first_line, foreign_errors_as_input
 from advcal._core.registry import Registry
+from advcal._core.rng import torch_seeded
 from advcal._core.tensor_files import check_tensors, read_state_dict
 from advcal._core.user_code import register_user_code
 from advcal.models.provenance import FACTORY, FILE, SHIPPED, record_origin
@@ -28,6 +29,8 @@ from advcal.models.state import load_state
 from advcal.models.wrappers import Normalized, TemperatureScaled
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
+# The seed of torch's generator while a user's factory builds its model (its initial weights).
+FACTORY_SEED = 0
 
 
 @dataclass(frozen=True)
@@ -138,7 +141,10 @@ def _from_factory(spec: str) -> nn.Module:
     factory = getattr(module, attribute, None)
     if not callable(factory):
         raise InputError(f"model: {target!r} has no callable {attribute!r}")
-    with _phase(spec, "building the model with", f"{attribute}()"):
+    # A factory draws its initial weights from torch's global generator: drawn from a fixed seed
+    # in a forked generator, the same spec gives the same model on every run, and the caller's
+    # random state is left alone.
+    with _phase(spec, "building the model with", f"{attribute}()"), torch_seeded(FACTORY_SEED):
         model = factory()
     if not isinstance(model, nn.Module):
         raise InputError(

@@ -16,6 +16,7 @@ from advcal._core.errors import ConfigError
 from advcal.analyses.illusion import IllusionReport
 from advcal.metrics import CalibrationReport
 from advcal.metrics.paired import PairedChange
+from advcal.models.loading import FACTORY_SEED
 from advcal.results.flags import ERROR, INFO, WARNING, Flag, FlagCode, Severity
 
 
@@ -105,8 +106,8 @@ def weights_flags(origins: list[dict[str, object]]) -> list[Flag]:
     return [Flag(
         FlagCode.FACTORY_WEIGHTS, INFO,
         f"No weights file was given for {origin['spec']}: it was audited with the weights its factory "
-        "returns (random initialisation unless the factory loads trained weights itself); pass --weights "
-        "to audit a checkpoint.", None, {"spec": origin["spec"]},
+        f"returns (random initialisation, drawn with torch seed {FACTORY_SEED}, unless the factory loads "
+        "trained weights itself); pass --weights to audit a checkpoint.", None, {"spec": origin["spec"]},
     ) for origin in origins if origin.get("source") == "factory"]
 
 
